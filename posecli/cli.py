@@ -1,0 +1,141 @@
+"""Command line: parse options, build a config, call the library, report.
+
+This is the only module that imports typer. Heavy libraries (torch, cv2) are imported inside the
+commands so that ``posecli --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from posecli import __version__
+from posecli.errors import PoseCliError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Video → tracked COCO-17 body keypoints with a spatiotemporal diffusion pose model.",
+)
+weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify model weights.")
+app.add_typer(weights_app, name="weights")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"posecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _split_formats(formats: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f.strip().lower() for item in formats for f in item.split(",") if f.strip()))
+
+
+@app.command()
+def run(
+    inputs: list[Path] = typer.Argument(..., help="Video files, image folders, or folders of videos."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder."),
+    formats: list[str] = typer.Option(["json"], "--format", "-f",
+                                      help="Output formats, comma separated or repeated: "
+                                           "json, jsonl, csv, coco, mmaction, npz."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write an mp4 with skeletons drawn."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    window: Optional[int] = typer.Option(None, "--window", min=1,
+                                         help="Frames per temporal window (odd; 1 = every frame alone). "
+                                              "Default: from the weights."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="DDIM denoising steps. Default: from the weights."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the diffusion sampler."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Person-windows per model call."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint file."),
+    detector: str = typer.Option("yolox-nano", "--detector", help="Person detector: yolox-nano or rtmdet-nano."),
+    detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", help="Detector ONNX file."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Your own person boxes (COCO-style detections JSON) "
+                                                                "instead of the detector; one input only."),
+    score_threshold: float = typer.Option(0.4, "--score-threshold", min=0.0, max=1.0, help="Least detector score."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs are complete."),
+    max_age: int = typer.Option(30, "--max-age", min=0, help="Frames a lost track is kept for re-identification."),
+    oks_threshold: float = typer.Option(0.3, "--oks-threshold", min=0.0, max=1.0,
+                                        help="Least pose similarity (OKS) to continue a track."),
+    min_track_length: int = typer.Option(1, "--min-track-length", min=1,
+                                         help="Drop tracks seen in fewer frames than this."),
+    smooth: str = typer.Option("none", "--smooth", help="Keypoint smoothing: none, oneeuro or savgol."),
+) -> None:
+    """Estimate tracked poses for each input and write them to --out."""
+    from posecli.config import PipelineConfig, TrackingConfig
+    from posecli.runner import run_inputs
+
+    config = PipelineConfig(
+        weights=weights, device=device, window=window, steps=steps, seed=seed, batch_size=batch_size,
+        detector=detector, detector_weights=detector_weights, boxes_file=boxes,
+        score_threshold=score_threshold,
+        tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
+        smooth=smooth, formats=_split_formats(formats), overlay=overlay,
+    )
+    try:
+        failures = run_inputs(inputs, out, config, skip_existing=skip_existing)
+    except PoseCliError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: no partial output files were left", err=True)
+        raise typer.Exit(130)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info() -> None:
+    """Print versions, the compute device, and the weights found with their status."""
+    from posecli.runner import print_info
+
+    print_info()
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """List the known weights files and where each is found."""
+    from posecli.runner import print_weights
+
+    print_weights(verify=False)
+
+
+@weights_app.command("verify")
+def weights_verify() -> None:
+    """Check the sha256 of every weights file found locally."""
+    from posecli.runner import print_weights
+
+    if not print_weights(verify=True):
+        raise typer.Exit(1)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="Entry name, as in `posecli weights list`.")) -> None:
+    """Download a weights file into the user cache (sha256 checked)."""
+    from posecli import weights as weights_lib
+
+    try:
+        path = weights_lib.fetch(name)
+    except PoseCliError as exc:
+        _fail(str(exc))
+    typer.echo(str(path))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

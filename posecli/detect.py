@@ -1,0 +1,333 @@
+"""Person detectors: YOLOX-nano and RTMDet-nano through OpenCV DNN, and boxes read from a file.
+
+Every detector is called as ``detector(frame) -> Detections`` with a :class:`~posecli.types.Frame`
+(the pipeline's way) or, for the image detectors, a bare H×W×3 uint8 BGR image.
+Boxes come back in frame pixels (``types.py`` coordinates), clipped to the pixel centres of the
+frame (``0 … W-1``, ``0 … H-1``), sorted by score, highest first.
+
+The network input specifications are those of ``../shared/weights/README.md``: both models take
+BGR, letterboxed to a square with the resized image in the top-left corner and padding value 114.
+No half-pixel shift is applied when mapping boxes back (a box is only accurate to a few pixels,
+and the pseudo-labels in ``../shared/data`` were made the same way).
+
+OpenCV's thread count (``cv2.setNumThreads``) is process-wide and left to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from posecli.errors import PoseCliError
+from posecli.types import Detections, Frame
+
+PAD_VALUE = 114
+
+
+class PersonDetector(Protocol):
+    """Anything that finds person boxes in a frame."""
+
+    def __call__(self, frame: Frame | np.ndarray) -> Detections:
+        """Person boxes of one frame (a ``Frame``, or an H×W×3 uint8 BGR image)."""
+        ...
+
+
+def _image_of(frame: Frame | np.ndarray) -> np.ndarray:
+    image = frame.image if isinstance(frame, Frame) else frame
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+            and image.dtype == np.uint8):
+        raise ValueError("detector input must be a Frame or an H×W×3 uint8 BGR image")
+    return image
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Resize ``image`` to fit a ``size``×``size`` square, top-left aligned, padded with 114.
+
+    Args:
+        image: H×W×3 uint8.
+        size: side of the square network input.
+
+    Returns:
+        (size×size×3 uint8 padded image, resize ratio r); input pixel = frame pixel × r.
+    """
+    h, w = image.shape[:2]
+    r = min(size / h, size / w)
+    # int() rather than round(): the YOLOX reference preprocessing (and our pseudo-labels) do so.
+    new_w, new_h = max(int(w * r), 1), max(int(h * r), 1)
+    padded = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    padded[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return padded, r
+
+
+def _to_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, image_hw: tuple[int, int],
+                   min_box_height: float) -> Detections:
+    """Clip boxes (frame pixels, N×4) to the frame, drop empty or short ones, sort by score."""
+    h, w = image_hw
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4).copy()
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w - 1)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h - 1)
+    heights = boxes[:, 3] - boxes[:, 1]
+    keep = (boxes[:, 2] > boxes[:, 0]) & (heights > 0) & (heights >= min_box_height)
+    boxes, scores = boxes[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")
+    return Detections(boxes[order], scores[order])
+
+
+def _nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Non-maximum suppression: keep a box unless a higher-scoring kept box overlaps it > ``iou``."""
+    if len(boxes_xyxy) == 0:
+        return boxes_xyxy, scores
+    xywh = np.concatenate([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], axis=1)
+    index = cv2.dnn.NMSBoxes(xywh.astype(np.float64), scores.astype(np.float64), 0.0, iou)
+    index = np.asarray(index, np.int64).reshape(-1)
+    return boxes_xyxy[index], scores[index]
+
+
+def _load_onnx(path: str | Path) -> cv2.dnn.Net:
+    p = Path(path)
+    if not p.is_file():
+        raise PoseCliError(f"detector weights {p} not found")
+    try:
+        return cv2.dnn.readNetFromONNX(str(p))
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1][:160]
+        raise PoseCliError(f"{p.name}: cannot be loaded as an ONNX model ({reason})") from exc
+
+
+def _check_input_size(input_size: int) -> None:
+    if input_size <= 0 or input_size % 32:
+        raise PoseCliError(f"detector input size must be a positive multiple of 32, got {input_size}")
+
+
+class YoloxDetector:
+    """YOLOX-nano (80 COCO classes, person = class 0) with OpenCV DNN.
+
+    The exported graph has no box decoding: each row of its ``[1, A, 85]`` output is
+    ``(tx, ty, tw, th, objectness, 80 class scores)`` for one anchor point of the stride-8, 16
+    and 32 grids (in that order, row-major), scores already sigmoid-activated. Box centre
+    ``(t + grid) * stride``, size ``exp(t) * stride``; score = objectness × person score.
+    """
+
+    STRIDES = (8, 16, 32)
+
+    def __init__(self, onnx_path: str | Path, score_threshold: float = 0.4, nms_iou: float = 0.45,
+                 input_size: int = 416, min_box_height: float = 0.0) -> None:
+        """
+        Args:
+            onnx_path: ``yolox_nano.onnx``.
+            score_threshold: minimum objectness × person score (0.4 made our pseudo-labels).
+            nms_iou: IoU above which the lower-scoring of two boxes is suppressed.
+            input_size: side of the square network input, a multiple of 32.
+            min_box_height: boxes shorter than this (frame pixels) are dropped (32 made the
+                pseudo-labels; people that small give poor poses).
+        """
+        _check_input_size(input_size)
+        self.net = _load_onnx(onnx_path)
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.input_size = input_size
+        self.min_box_height = min_box_height
+        grids, strides = [], []
+        for stride in self.STRIDES:
+            n = input_size // stride
+            ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+            strides.append(np.full((n * n, 1), stride))
+        self._grid = np.concatenate(grids).astype(np.float32)  # A×2 (x, y) cell indices
+        self._stride = np.concatenate(strides).astype(np.float32)  # A×1
+
+    def __call__(self, frame: Frame | np.ndarray) -> Detections:
+        image = _image_of(frame)
+        padded, r = letterbox(image, self.input_size)
+        # Raw BGR 0..255 in NCHW; the model has no mean/std normalisation.
+        self.net.setInput(cv2.dnn.blobFromImage(padded))
+        out = self.net.forward()[0]  # A×85
+        scores = out[:, 4] * out[:, 5]
+        keep = scores >= self.score_threshold
+        out, scores = out[keep], scores[keep]
+        grid, stride = self._grid[keep], self._stride[keep]
+        centre = (out[:, :2] + grid) * stride
+        size = np.exp(out[:, 2:4]) * stride
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1) / r
+        boxes, scores = _nms(boxes, scores, self.nms_iou)
+        return _to_detections(boxes, scores, image.shape[:2], self.min_box_height)
+
+
+class RtmdetDetector:
+    """RTMDet-nano person detector (MMDeploy end-to-end export, NMS inside the graph).
+
+    Input ``[1, 3, S, S]`` BGR normalised with the mean/std below; outputs ``dets`` ``[1, N, 5]``
+    ``(x1, y1, x2, y2, score)`` in input pixels and ``labels`` ``[1, N]`` (0 = person).
+    """
+
+    MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # BGR
+    STD = np.array([57.375, 57.12, 58.395], np.float32)
+
+    def __init__(self, onnx_path: str | Path, score_threshold: float = 0.4, nms_iou: float = 0.45,
+                 input_size: int = 320, min_box_height: float = 0.0) -> None:
+        """
+        Args:
+            onnx_path: ``rtmdet_nano_person.onnx``.
+            score_threshold: minimum detection score (the graph also returns weak boxes).
+            nms_iou: a second NMS after the graph's own (IoU 0.6), as for YOLOX: it removes the
+                upper-body boxes the graph keeps beside a full-body box.
+            input_size: side of the square network input (trained at 320), a multiple of 32.
+            min_box_height: boxes shorter than this (frame pixels) are dropped.
+        """
+        _check_input_size(input_size)
+        self.net = _load_onnx(onnx_path)
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.input_size = input_size
+        self.min_box_height = min_box_height
+        # OpenCV 5's DNN engine sizes the data-dependent outputs of the in-graph NMS on the first
+        # run and fails ("indices are outside of range" in Gather) when a later image yields more
+        # boxes. Random noise yields the graph's maximum (keep_top_k = 100), so one run on noise
+        # makes every later image fit.
+        noise = np.random.default_rng(0).integers(0, 256, (input_size, input_size, 3), np.uint8)
+        self._forward(noise)
+
+    def _forward(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on an S×S×3 uint8 BGR input; returns (N×5 dets, N labels)."""
+        blob = ((padded.astype(np.float32) - self.MEAN) / self.STD).transpose(2, 0, 1)[None]
+        self.net.setInput(np.ascontiguousarray(blob), "input")
+        dets, labels = self.net.forward(["dets", "labels"])
+        return dets[0], labels[0]
+
+    def __call__(self, frame: Frame | np.ndarray) -> Detections:
+        image = _image_of(frame)
+        padded, r = letterbox(image, self.input_size)
+        dets, labels = self._forward(padded)
+        keep = (labels == 0) & (dets[:, 4] >= self.score_threshold)
+        boxes, scores = _nms(dets[keep, :4] / r, dets[keep, 4], self.nms_iou)
+        return _to_detections(boxes, scores, image.shape[:2], self.min_box_height)
+
+
+class BoxesFileDetector:
+    """Person boxes given by the user (``--boxes FILE``) instead of a detector.
+
+    The file is JSON in one of two COCO-style layouts:
+
+    * a list of detections (the COCO results format)::
+
+        [{"frame": 0, "bbox": [x, y, w, h], "score": 0.9, "category_id": 1}, ...]
+
+    * a COCO dataset object, e.g. the ``*.pseudo.json`` files: ``{"images": [...],
+      "annotations": [{"image_id": 1, "bbox": [x, y, w, h], ...}, ...]}``.
+
+    Frames are matched by index: ``"frame"`` is the 0-based frame index (decode order, or the
+    position in the naturally sorted image folder); without it, ``"image_id"`` is 1-based as in
+    COCO video files (frame = image_id − 1), unless the dataset's ``images`` give each id a
+    ``"frame_index"``, which is then used. ``bbox`` is ``[x, y, w, h]`` in frame pixels with
+    ``w, h > 0``; ``score`` defaults to 1; entries whose ``category_id`` is not 1 (person) are
+    ignored. Frames without entries have no persons. Boxes are clipped to the frame when used.
+
+    Raises:
+        PoseCliError: the file is missing, not JSON, or an entry is malformed (the message names it).
+    """
+
+    def __init__(self, path: str | Path, score_threshold: float = 0.0,
+                 min_box_height: float = 0.0) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise PoseCliError(f"boxes file {p} not found")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PoseCliError(f"boxes file {p.name} is not valid JSON ({exc})") from exc
+        self.path = p
+        self.score_threshold = score_threshold
+        self.min_box_height = min_box_height
+        self._boxes = _parse_boxes(data, p.name)
+
+    @property
+    def frames(self) -> list[int]:
+        """Frame indices that have at least one box, ascending."""
+        return sorted(self._boxes)
+
+    def __call__(self, frame: Frame | np.ndarray) -> Detections:
+        if not isinstance(frame, Frame):
+            raise TypeError("BoxesFileDetector needs the Frame (its index), not a bare image")
+        entry = self._boxes.get(frame.index)
+        if entry is None:
+            return Detections.empty()
+        boxes, scores = entry
+        keep = scores >= self.score_threshold
+        return _to_detections(boxes[keep], scores[keep], frame.image.shape[:2], self.min_box_height)
+
+
+def _parse_boxes(data: object, name: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Validate a boxes file's JSON; returns frame index → (N×4 xyxy float32, N float32)."""
+    image_frames: dict[int, int] = {}
+    if isinstance(data, dict):
+        if not isinstance(data.get("annotations"), list):
+            raise PoseCliError(f"boxes file {name}: expected a list of detections or a COCO "
+                               "object with an 'annotations' list")
+        for image in data.get("images") or []:
+            if isinstance(image, dict) and _is_int(image.get("id")) and _is_int(image.get("frame_index")):
+                image_frames[image["id"]] = image["frame_index"]
+        records = data["annotations"]
+    elif isinstance(data, list):
+        records = data
+    else:
+        raise PoseCliError(f"boxes file {name}: expected a list of detections, got {type(data).__name__}")
+
+    per_frame: dict[int, list[list[float]]] = {}
+    for i, record in enumerate(records):
+        where = f"boxes file {name}, entry {i}"
+        if not isinstance(record, dict):
+            raise PoseCliError(f"{where}: expected an object, got {type(record).__name__}")
+        category = record.get("category_id", 1)
+        if not _is_int(category):
+            raise PoseCliError(f"{where}: category_id must be an integer")
+        if category != 1:
+            continue
+        if "frame" in record:
+            frame = record["frame"]
+            if not _is_int(frame) or frame < 0:
+                raise PoseCliError(f"{where}: 'frame' must be a 0-based frame index, got {frame!r}")
+        elif "image_id" in record:
+            image_id = record["image_id"]
+            if not _is_int(image_id):
+                raise PoseCliError(f"{where}: 'image_id' must be an integer, got {image_id!r}")
+            frame = image_frames.get(image_id, image_id - 1)
+            if frame < 0:
+                raise PoseCliError(f"{where}: 'image_id' is 1-based (frame + 1), got {image_id}")
+        else:
+            raise PoseCliError(f"{where}: needs 'frame' (0-based) or 'image_id' (1-based)")
+        bbox = record.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise PoseCliError(f"{where}: 'bbox' must be [x, y, w, h] numbers, got {bbox!r}")
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            raise PoseCliError(f"{where}: bbox width and height must be positive, got {bbox!r}")
+        score = record.get("score", 1.0)
+        if not _is_number(score):
+            raise PoseCliError(f"{where}: 'score' must be a number, got {score!r}")
+        per_frame.setdefault(frame, []).append([x, y, x + w, y + h, float(score)])
+    return {frame: (np.array(rows, np.float32)[:, :4], np.array(rows, np.float32)[:, 4])
+            for frame, rows in per_frame.items()}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Detector name (as on the command line and in the weights manifest's ``arch``) → factory taking
+# the weights path and keyword options.
+DETECTORS: dict[str, Callable[..., PersonDetector]] = {
+    "yolox-nano": YoloxDetector,
+    "rtmdet-nano": RtmdetDetector,
+}
+DEFAULT_DETECTOR = "yolox-nano"

@@ -1,0 +1,109 @@
+"""DiffPose checkpoints: half-precision state dict + JSON config, loaded with ``weights_only=True``.
+
+File layout (a ``torch.save`` dict): ``{"format": "posecli-checkpoint/1", "config": <JSON str>,
+"state_dict": {name: tensor}}``. Floating tensors are stored as float16 (halves the file; the
+models are trained in fp32 and lose nothing measurable), integer buffers as they are. The config
+holds everything needed to rebuild the exact network and run it: ``arch``, ``model`` (every
+``DiffPose`` constructor argument), ``window``, ``input_size``, ``heatmap_size``, ``sigma``,
+``steps``, ``signal_scale``, ``schedule``, ``timesteps``, ``mean``/``std`` and whatever else the
+caller records (e.g. a ``training`` record).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .diffpose import DiffPose
+from .diffusion import DEFAULT_SIGNAL_SCALE
+from .preprocess import MEAN_RGB, STD_RGB
+
+FORMAT = "posecli-checkpoint/1"
+ARCH = "diffpose"
+
+
+def checkpoint_config(model: DiffPose, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full config saved with ``model``: the caller's keys plus what the model defines.
+
+    Keys the model determines (``arch``, ``model``, ``window``, ``input_size``, ``heatmap_size``,
+    ``timesteps``) must agree with the caller's if given; ``steps`` (1), ``signal_scale`` (1.0),
+    ``schedule`` ("cosine"), ``sigma`` (2.0), ``mean``/``std`` (ImageNet) get defaults.
+    """
+    out: dict[str, Any] = {"sigma": 2.0, "steps": 1, "signal_scale": DEFAULT_SIGNAL_SCALE,
+                           "schedule": "cosine", "mean": list(MEAN_RGB), "std": list(STD_RGB)}
+    out.update(config or {})
+    derived = {
+        "arch": ARCH,
+        "model": dict(model.init_kwargs),
+        "window": model.window,
+        "input_size": list(model.input_size),
+        "heatmap_size": list(model.heatmap_size),
+        "timesteps": model.timesteps,
+    }
+    for key, value in derived.items():
+        if key in out and json.loads(json.dumps(out[key])) != json.loads(json.dumps(value)):
+            raise ValueError(f"config[{key!r}] = {out[key]!r} disagrees with the model ({value!r})")
+        out[key] = value
+    return json.loads(json.dumps(out))  # fails early on anything not JSON-able
+
+
+def save_checkpoint(path: str | os.PathLike, model: DiffPose, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``model`` (fp16) and its config to ``path`` atomically (temp file + ``os.replace``).
+
+    Args:
+        path: destination file (``.pt``).
+        model: the DiffPose to save (left unchanged).
+        config: extra JSON-able settings (sigma, steps, signal_scale, schedule, training, …).
+
+    Returns:
+        The config as written.
+    """
+    full = checkpoint_config(model, config)
+    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "config": json.dumps(full, sort_keys=True), "state_dict": state}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return full
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DiffPose, dict[str, Any]]:
+    """Rebuild the saved DiffPose (fp32, eval mode) on ``device``.
+
+    Only plain tensors and strings are unpickled (``weights_only=True``); the model is built from
+    the config's constructor arguments, so no training-only package is imported.
+
+    Returns:
+        (model, config).
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file")
+    config = json.loads(payload["config"])
+    if config.get("arch") != ARCH:
+        raise ValueError(f"{path}: unsupported arch {config.get('arch')!r}")
+    kwargs = dict(config["model"])
+    kwargs["input_size"] = tuple(kwargs["input_size"])
+    kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
+    model = DiffPose(**kwargs)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    model.load_state_dict(state, strict=True)
+    if list(model.heatmap_size) != list(config["heatmap_size"]):
+        raise ValueError(f"{path}: heatmap_size {config['heatmap_size']} does not match the model")
+    return model.to(device).eval(), config
+

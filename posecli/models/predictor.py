@@ -1,0 +1,141 @@
+"""Inference: uint8 crops → heatmaps, batched, with an optional per-frame feature cache split.
+
+``HeatmapPredictor(crops)`` runs backbone → STRL → DDIM-sampled decoder and returns heatmaps in
+the [0, 1] Gaussian-peak scale. Callers that can reuse a frame's crop across windows call
+:meth:`HeatmapPredictor.features` once per distinct crop and
+:meth:`HeatmapPredictor.heatmaps_from_features` per window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .backbone import FEATURE_CHANNELS, FEATURE_STRIDE
+from .diffpose import DiffPose
+from .diffusion import DDIMSampler, signal_to_heatmap
+from .preprocess import crops_to_tensor
+
+_CONV = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a convolution in an ``nn.Sequential`` into it.
+
+    Works in place and puts ``model`` in eval mode. Saves a pass over each activation map on the
+    CPU; outputs agree with the unfused model to float rounding. Inference only: the result cannot
+    be trained further. (The backbone folds its own BatchNorms on the fly in eval mode.)
+    """
+    model.eval()
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, _CONV) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+                module._modules[b] = nn.Identity()
+    return model
+
+
+class HeatmapPredictor:
+    """Batched heatmap inference for a :class:`DiffPose`.
+
+    Args:
+        model: the network (not modified: the predictor works on a BN-fused copy in eval mode).
+        sampler: DDIM sampler (steps, seed, hypotheses, signal_scale).
+        device: "cpu", "cuda", … .
+        dtype: float32, or bfloat16/float16 to run under autocast (CUDA; bfloat16 also on CPU).
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(self, model: DiffPose, sampler: DDIMSampler, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, batch_size: int = 16) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.model = fuse_batchnorm(copy.deepcopy(model)).to(self.device).eval()
+        self.window = model.window
+        self.num_keypoints = model.num_keypoints
+        self.input_size = model.input_size
+        self.heatmap_size = model.heatmap_size
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def features(self, crops: np.ndarray) -> torch.Tensor:
+        """Backbone features of single crops.
+
+        Args:
+            crops: [M, H, W, 3] uint8 BGR crops of size ``input_size``.
+
+        Returns:
+            [M, 112, H/16, W/16] features on the predictor's device.
+        """
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or tuple(crops.shape[1:3]) != tuple(self.input_size):
+            raise ValueError(f"crops must be [M, {self.input_size[0]}, {self.input_size[1]}, 3], got {crops.shape}")
+        chunk = self.batch_size * self.window
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for i in range(0, len(crops), chunk):
+                out.append(self.model.encode_frames(crops_to_tensor(crops[i:i + chunk], self.device)))
+        if not out:
+            h, w = self.input_size
+            return torch.zeros((0, FEATURE_CHANNELS, h // FEATURE_STRIDE, w // FEATURE_STRIDE), device=self.device)
+        return torch.cat(out)
+
+    def heatmaps_from_features(self, features: torch.Tensor) -> np.ndarray:
+        """Heatmaps from per-window stacks of features.
+
+        Args:
+            features: [N, T, C, h, w] from :meth:`features`, key frame at T // 2; T equals the
+                model's window, or 1 (a single image, replicated to the window).
+
+        Returns:
+            [N, K, H/4, W/4] float32 heatmaps on the [0, 1] Gaussian-peak scale (not clamped:
+            sampling may overshoot slightly).
+        """
+        n = features.shape[0]
+        k, (hh, hw) = self.num_keypoints, self.heatmap_size
+        if n == 0:
+            return np.zeros((0, k, hh, hw), np.float32)
+        if features.shape[1] == 1 and self.window > 1:
+            features = features.expand(-1, self.window, *features.shape[2:])
+        if features.shape[1] != self.window:
+            raise ValueError(f"windows must have {self.window} frames (or 1), got {features.shape[1]}")
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for i in range(0, n, self.batch_size):
+                cond = self.model.fuse(features[i:i + self.batch_size].to(self.device))
+                x0 = self.sampler.sample(lambda x_t, t: self.model.denoise(x_t, cond, t),
+                                         (cond.shape[0], k, hh, hw), device=self.device, dtype=torch.float32)
+                out.append(signal_to_heatmap(x0.float(), self.sampler.signal_scale).cpu())
+        return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """Heatmaps for windows of crops.
+
+        Args:
+            crops: [N, T, H, W, 3] uint8 BGR crops (T = window, or 1 for single images).
+
+        Returns:
+            [N, K, H/4, W/4] float32 heatmaps (see :meth:`heatmaps_from_features`).
+        """
+        crops = np.asarray(crops)
+        if crops.ndim != 5:
+            raise ValueError(f"crops must be [N, T, H, W, 3], got {crops.shape}")
+        n, t = crops.shape[:2]
+        if n == 0:
+            return np.zeros((0, self.num_keypoints, *self.heatmap_size), np.float32)
+        feats = self.features(crops.reshape(n * t, *crops.shape[2:]))
+        return self.heatmaps_from_features(feats.view(n, t, *feats.shape[1:]))

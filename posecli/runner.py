@@ -1,0 +1,169 @@
+"""What the ``run``, ``info`` and ``weights`` commands do, with rich output on a terminal.
+
+Kept apart from ``cli.py`` so that the CLI only parses options, and apart from ``pipeline.py`` so
+that the library never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.table import Table
+
+from posecli.config import PipelineConfig
+from posecli.errors import PoseCliError
+
+log = logging.getLogger(__name__)
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Video files and image folders to process: folders of videos become their videos.
+
+    Raises:
+        PoseCliError: an input is missing or of an unsupported kind.
+    """
+    from posecli.video import InputKind, classify_input, list_videos
+
+    expanded: list[Path] = []
+    for path in inputs:
+        kind = classify_input(path)
+        expanded.extend(list_videos(path) if kind is InputKind.VIDEO_FOLDER else [path])
+    return expanded
+
+
+def _output_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output name per input: its stem, or stem + extension where two inputs share a stem."""
+    stems = [p.stem for p in paths]
+    return {p: (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")) for p in paths}
+
+
+class _FpsColumn(TextColumn):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # noqa: ANN001 - rich's signature
+        speed = task.finished_speed or task.speed
+        return f"{speed:5.1f} fps" if speed else "   -- fps"
+
+
+def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, skip_existing: bool = False,
+               console: Console | None = None) -> int:
+    """Process every input, one progress bar each, and print a summary table.
+
+    One bad input does not stop the others: its error is printed and counted.
+
+    Returns:
+        The number of inputs that failed.
+
+    Raises:
+        PoseCliError: a problem that concerns every input (bad options, weights, output folder).
+    """
+    from posecli.pipeline import Pipeline
+    from posecli.sinks import ensure_writable_dir
+
+    console = console or Console(stderr=True)
+    paths = []
+    failures = 0
+    for path in inputs:
+        try:
+            paths.extend(expand_inputs([path]))
+        except PoseCliError as exc:
+            console.print(f"error: {exc}", markup=False, highlight=False)
+            failures += 1
+    if not paths:
+        return failures
+    if config.boxes_file is not None and len(paths) > 1:
+        raise PoseCliError("--boxes gives the boxes of one video: pass a single input with it")
+    ensure_writable_dir(out_dir)
+    pipeline = Pipeline(config)
+    stems = _output_stems(paths)
+    table = Table(title="posecli run")
+    for column in ("input", "frames", "poses", "tracks", "seconds", "fps", "outputs"):
+        table.add_column(column, justify="right" if column in ("frames", "poses", "tracks", "seconds", "fps") else "left")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _FpsColumn(),
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console, disable=not console.is_terminal) as progress:
+        for path in paths:
+            target = pipeline.output_paths(stems[path], out_dir)
+            if skip_existing and all(p.is_file() for p in target):
+                table.add_row(str(path), "-", "-", "-", "-", "-", "skipped (outputs exist)")
+                continue
+            task = progress.add_task(path.name, total=None)
+            try:
+                summary = pipeline.process(path, out_dir, stem=stems[path],
+                                           progress=lambda done, total: progress.update(task, completed=done, total=total))
+            except PoseCliError as exc:
+                progress.remove_task(task)
+                console.print(f"error: {exc}", markup=False, highlight=False)
+                failures += 1
+                table.add_row(str(path), "-", "-", "-", "-", "-", "failed")
+                continue
+            progress.remove_task(task)
+            if summary.truncated:
+                console.print(f"warning: {path.name}: the stream ended early (damaged or cut off); "
+                              f"outputs hold the {summary.frames} frames read", markup=False, highlight=False)
+            table.add_row(str(path), str(summary.frames), str(summary.poses), str(summary.tracks),
+                          f"{summary.seconds:.1f}", f"{summary.frames / max(summary.seconds, 1e-9):.1f}",
+                          "\n".join(str(p) for p in summary.outputs))
+    console.print(table)
+    return failures
+
+
+def print_weights(verify: bool, console: Console | None = None) -> bool:
+    """A table of the manifest's weights: where each file is found and (optionally) its sha256 status.
+
+    Returns:
+        False when a file that was checked did not match its sha256.
+    """
+    from posecli import weights as weights_lib
+
+    console = console or Console()
+    table = Table(title="weights")
+    for column in ("name", "kind", "file", "found at", "status"):
+        table.add_column(column)
+    ok = True
+    for entry in weights_lib.list_entries():
+        found = weights_lib.find_local(entry.name)
+        status = "not found (fetched on first use)" if found is None else "found"
+        if found is not None and verify:
+            try:
+                weights_lib.verify_file(found, entry)
+                status = "sha256 ok"
+            except PoseCliError as exc:
+                status, ok = f"[red]{exc}[/red]", False
+        table.add_row(entry.name, entry.kind, entry.file, str(found or "-"), status)
+    console.print(table)
+    return ok
+
+
+def print_info(console: Console | None = None) -> None:
+    """Versions, compute device and weights status."""
+    import cv2
+    import numpy
+    import torch
+
+    from posecli import __version__
+
+    console = console or Console()
+    table = Table(title="posecli info", show_header=False)
+    table.add_row("posecli", __version__)
+    table.add_row("python", platform.python_version())
+    table.add_row("torch", torch.__version__)
+    table.add_row("opencv", cv2.__version__)
+    table.add_row("numpy", numpy.__version__)
+    try:
+        import decord
+
+        table.add_row("decord", decord.__version__)
+    except ImportError:
+        table.add_row("decord", "not installed (OpenCV decodes videos)")
+    cuda = torch.cuda.is_available()
+    table.add_row("device (auto)", f"cuda: {torch.cuda.get_device_name(0)}" if cuda else f"cpu ({torch.get_num_threads()} threads)")
+    console.print(table)
+    print_weights(verify=True, console=console)

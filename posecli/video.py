@@ -1,0 +1,383 @@
+"""Frame sources: video files (decord, with an OpenCV fallback) and image folders.
+
+A source is opened with :func:`open_source` and iterated once per pass; it yields
+:class:`posecli.types.Frame` objects one at a time (H×W×3 uint8 BGR), so memory does not grow
+with the length of the video.
+
+Decoding notes (measured on the clips in ``../shared/data/videos``):
+
+* decord is used with ``num_threads=1``: VP9 streams stop after about a dozen frames with
+  decord's automatic threading (``avcodec_send_packet ... -11``), but decode fully with one thread.
+* Frames are read strictly in order with ``VideoReader.next()`` (no seeking, which is slow and
+  fragile on damaged files).
+* ``Frame.time_s`` is the container's presentation timestamp of the frame, relative to the first
+  frame, so a variable frame rate does not drift the way ``index / fps`` would.
+* A damaged file is decoded as far as possible: the source logs a warning with the number of frames
+  read, stops cleanly and sets :attr:`VideoSource.truncated`. A file from which not a single frame
+  can be decoded raises :class:`~posecli.errors.PoseCliError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from posecli.errors import PoseCliError
+from posecli.types import Frame, SourceInfo
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# Frame rate assumed for image sequences, which carry no timing of their own.
+DEFAULT_IMAGE_FPS = 30.0
+
+
+class InputKind(str, enum.Enum):
+    """What a command-line input path is."""
+
+    VIDEO = "video"  # one video file
+    IMAGES = "images"  # a folder of images (a frame sequence), or a single image file
+    VIDEO_FOLDER = "videos"  # a folder of video files, each processed on its own
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers by value: ``2.jpg`` before ``10.jpg``.
+
+    ``re.split`` with a capturing group alternates text and digit runs, so the tuples compare
+    text with text and numbers with numbers at every position.
+    """
+    parts = re.split(r"(\d+)", name.casefold())
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def _files_with(folder: Path, extensions: frozenset[str]) -> list[Path]:
+    files = [p for p in folder.iterdir()
+             if p.suffix.lower() in extensions and p.is_file() and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, in natural name order."""
+    return _files_with(Path(folder), IMAGE_EXTENSIONS)
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    """Video files directly inside ``folder`` (by extension), in natural name order."""
+    return _files_with(Path(folder), VIDEO_EXTENSIONS)
+
+
+def classify_input(path: str | Path) -> InputKind:
+    """Tell what kind of input ``path`` is, from names only (no decoding).
+
+    Raises:
+        PoseCliError: the path does not exist, is a file of an unsupported type, or is a folder
+            without images or videos, or with both (which one was meant is ambiguous).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise PoseCliError(f"{p}: no such file or folder")
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix in VIDEO_EXTENSIONS:
+            return InputKind.VIDEO
+        if suffix in IMAGE_EXTENSIONS:
+            return InputKind.IMAGES
+        raise PoseCliError(
+            f"{p}: not a video or image file (unsupported extension {suffix or '(none)'!r}; "
+            f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    if not p.is_dir():
+        raise PoseCliError(f"{p}: not a regular file or folder")
+    images, videos = list_images(p), list_videos(p)
+    if images and videos:
+        raise PoseCliError(
+            f"{p}: folder holds both images ({len(images)}) and videos ({len(videos)}); "
+            "pass the video files themselves, or a folder with only one kind"
+        )
+    if images:
+        return InputKind.IMAGES
+    if videos:
+        return InputKind.VIDEO_FOLDER
+    raise PoseCliError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                       f"and no videos ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+
+
+class VideoSource:
+    """A stream of frames from one input. Use :func:`open_source` to make one.
+
+    Iterating starts at the first frame each time (a file is reopened for a second pass).
+
+    Attributes:
+        info: size, frame rate and frame count as known before decoding.
+        frames_read: frames decoded by the latest pass.
+        truncated: True when the latest pass stopped before the end the container announced
+            (a damaged or cut-off file), or skipped unreadable images.
+    """
+
+    info: SourceInfo
+
+    def __init__(self) -> None:
+        self.frames_read = 0
+        self.truncated = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the decoder; iterating again reopens it."""
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Frames announced by the container (progress bars); the pass may read fewer."""
+        return self.info.num_frames
+
+    def _finish(self, exact: int, estimate: int, error: str | None) -> None:
+        """Record how a pass ended; warn when it ended early, raise when it read nothing.
+
+        Args:
+            exact: frames in the container's index (0 if unknown): every one should decode.
+            estimate: frames announced by the header; containers that store only a duration
+                (mkv, some avi) give an estimate that can be one off, so one frame is tolerated.
+            error: the decoder's complaint if it failed, else None.
+        """
+        name = Path(self.info.path).name
+        if self.frames_read == 0:
+            reason = f": {error}" if error else ""
+            raise PoseCliError(f"{name}: no frame could be decoded (damaged or not a video){reason}")
+        self.truncated = (error is not None or self.frames_read < exact
+                          or self.frames_read < estimate - 1)
+        if self.truncated:
+            why = f" ({error})" if error else ""
+            log.warning("%s: decoding stopped early%s; read %d of %d frames",
+                        name, why, self.frames_read, max(exact, estimate))
+
+
+class DecordVideoSource(VideoSource):
+    """Video file decoded with decord, one frame at a time, single-threaded."""
+
+    def __init__(self, path: Path, header_frames: int = 0) -> None:
+        """Open ``path``; raises whatever decord raises when it cannot (the caller falls back).
+
+        Args:
+            path: the video file.
+            header_frames: frame count announced by the container header (via OpenCV), used to
+                notice files cut off before their end; 0 if unknown.
+        """
+        super().__init__()
+        self._path = path
+        self._header_frames = header_frames
+        self._reader = self._open()
+        n = len(self._reader)
+        if n == 0:
+            raise PoseCliError(f"{path.name}: video has no frames")
+        # Presentation timestamps (start, end) in seconds for every frame, from the index
+        # decord builds on open: n×2 floats, small even for long videos.
+        self._times = np.asarray(self._reader.get_frame_timestamp(np.arange(n)), np.float64)[:, 0]
+        # The frame size is only known after decoding; keep frame 0 for the first pass instead
+        # of seeking back, which is slow and fragile on damaged files.
+        self._first: np.ndarray | None = self._bgr(self._reader.next().asnumpy())
+        height, width = self._first.shape[:2]
+        self.info = SourceInfo(path=str(path), kind="video", width=width, height=height,
+                               fps=float(self._reader.get_avg_fps()), num_frames=n)
+
+    def _open(self):
+        import decord  # heavy import (~0.2 s), only needed when decoding
+
+        return decord.VideoReader(str(self._path), ctx=decord.cpu(0), num_threads=1)
+
+    @staticmethod
+    def _bgr(rgb: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._first is None:  # a second pass: start over from a fresh reader
+            self._reader = self._open()
+        self.frames_read, self.truncated = 0, False
+        n, error = len(self._times), None
+        t0 = self._times[0]
+        for index in range(n):
+            if index == 0 and self._first is not None:
+                image, self._first = self._first, None
+            else:
+                try:
+                    image = self._bgr(self._reader.next().asnumpy())
+                except StopIteration:
+                    break
+                except Exception as exc:  # decord raises DECORDError/RuntimeError on bad packets
+                    log.debug("decord error in %s after %d frames: %s", self._path, index, exc)
+                    error = "decoder error"
+                    break
+            self.frames_read += 1
+            # decord's timestamps are float32; rounding to 1 µs drops the float noise.
+            yield Frame(index=index, time_s=round(float(self._times[index] - t0), 6), image=image)
+        self._finish(n, self._header_frames, error)
+
+    def close(self) -> None:
+        self._reader = None
+        self._first = None
+
+
+class OpenCVVideoSource(VideoSource):
+    """Video file decoded with ``cv2.VideoCapture`` (the fallback when decord fails)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = path
+        self._used = False
+        self._capture = self._open()
+        get = self._capture.get
+        width, height = int(get(cv2.CAP_PROP_FRAME_WIDTH)), int(get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width <= 0 or height <= 0:
+            self.close()
+            raise PoseCliError(f"{path.name}: no video stream found")
+        self.info = SourceInfo(path=str(path), kind="video", width=width, height=height,
+                               fps=float(get(cv2.CAP_PROP_FPS)),
+                               num_frames=max(int(get(cv2.CAP_PROP_FRAME_COUNT)), 0))
+
+    def _open(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(str(self._path))
+        if not capture.isOpened():
+            raise PoseCliError(f"{self._path.name}: cannot be decoded as a video (no video stream, "
+                               "damaged, cut off before its index, or not a video at all)")
+        return capture
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._capture is None or self._used:  # a second pass: start over
+            self.close()
+            self._capture = self._open()
+        self._used = True
+        self.frames_read, self.truncated = 0, False
+        t0 = None
+        while True:
+            ok, image = self._capture.read()
+            if not ok:
+                break
+            # CAP_PROP_POS_MSEC after a read is the presentation time of the frame just read.
+            t = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            t0 = t if t0 is None else t0
+            self.frames_read += 1
+            yield Frame(index=self.frames_read - 1, time_s=round(t - t0, 6), image=image)
+        # OpenCV reports a failed read and the end of the stream alike; only the count tells.
+        self._finish(0, self.info.num_frames, None)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class ImageFolderSource(VideoSource):
+    """A frame sequence: image files in natural name order (or one image file).
+
+    ``Frame.index`` is the file's position in the sorted list and ``time_s = index / fps``;
+    an unreadable image is skipped with a warning (its index is left out).
+    """
+
+    def __init__(self, path: Path, files: list[Path], fps: float = DEFAULT_IMAGE_FPS) -> None:
+        super().__init__()
+        if not files:
+            raise PoseCliError(f"{path}: no images found")
+        if fps <= 0:
+            raise PoseCliError(f"frame rate for image sequences must be positive, got {fps}")
+        self._files = files
+        self._fps = fps
+        first = self._read(files[0])
+        if first is None:
+            raise PoseCliError(f"{files[0]}: cannot be read as an image")
+        self.info = SourceInfo(path=str(path), kind="images", width=first.shape[1],
+                               height=first.shape[0], fps=fps, num_frames=len(files))
+
+    @staticmethod
+    def _read(file: Path) -> np.ndarray | None:
+        # imdecode of the bytes instead of imread: works for non-ASCII paths too.
+        data = np.fromfile(file, np.uint8)
+        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.frames_read, self.truncated = 0, False
+        skipped = 0
+        for index, file in enumerate(self._files):
+            image = self._read(file)
+            if image is None:
+                log.warning("%s: cannot be read as an image; skipped", file)
+                skipped += 1
+                continue
+            self.frames_read += 1
+            yield Frame(index=index, time_s=index / self._fps, image=image, file=file.name)
+        if self.frames_read == 0:
+            raise PoseCliError(f"{self.info.path}: none of the {len(self._files)} images could be read")
+        self.truncated = skipped > 0
+
+
+def _probe(path: Path) -> tuple[int, int]:
+    """Frame count announced by the container and clockwise display rotation in degrees.
+
+    Read with OpenCV, which parses the header without decoding; (0, 0) when it cannot open the file.
+    """
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return 0, 0
+        return (max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
+                int(capture.get(cv2.CAP_PROP_ORIENTATION_META)))
+    finally:
+        capture.release()
+
+
+def open_video(path: str | Path) -> VideoSource:
+    """Open a video file with decord, or with OpenCV when decord cannot open it.
+
+    Raises:
+        PoseCliError: missing file, not a video, no frames.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PoseCliError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise PoseCliError(f"{p.name}: file is empty")
+    header_frames, rotation = _probe(p)
+    if rotation % 360:
+        # decord 0.6 returns garbled 4-channel frames for streams with a display rotation
+        # (phone videos); OpenCV applies the rotation correctly.
+        log.debug("%s has a %d° display rotation; decoding with OpenCV", p, rotation)
+        return OpenCVVideoSource(p)
+    try:
+        return DecordVideoSource(p, header_frames)
+    except PoseCliError:
+        raise
+    except Exception as exc:  # ImportError, DECORDError, RuntimeError: try OpenCV instead
+        log.debug("decord cannot open %s (%s); trying OpenCV", p, str(exc).strip()[:200])
+    return OpenCVVideoSource(p)
+
+
+def open_source(path: str | Path, *, image_fps: float = DEFAULT_IMAGE_FPS) -> VideoSource:
+    """Open a video file, an image folder, or a single image as a frame source.
+
+    Args:
+        path: video file, folder of images, or one image file.
+        image_fps: frame rate assumed for image inputs (they carry no timing).
+
+    Raises:
+        PoseCliError: the input is missing, unsupported, empty, a folder of videos (open each of
+            :func:`list_videos` instead), or cannot be decoded.
+    """
+    p = Path(path)
+    kind = classify_input(p)
+    if kind is InputKind.VIDEO:
+        return open_video(p)
+    if kind is InputKind.VIDEO_FOLDER:
+        raise PoseCliError(f"{p}: folder of videos; open each video on its own")
+    files = list_images(p) if p.is_dir() else [p]
+    return ImageFolderSource(p, files, fps=image_fps)

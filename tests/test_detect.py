@@ -1,0 +1,269 @@
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from posecli.detect import (DETECTORS, BoxesFileDetector, RtmdetDetector, YoloxDetector,
+                            letterbox)
+from posecli.errors import PoseCliError
+from posecli.types import Detections, Frame
+from posecli.video import open_source
+
+KEY_FRAME = 44  # a sports2d_demo frame with two people in the pseudo-labels
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N×4 xyxy) with every box in ``b`` (M×4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+@pytest.fixture(scope="module")
+def yolox_path(shared_dir):
+    return shared_dir / "weights" / "yolox_nano.onnx"
+
+
+@pytest.fixture(scope="module")
+def yolox(yolox_path):
+    return YoloxDetector(yolox_path)
+
+
+@pytest.fixture(scope="module")
+def rtmdet(shared_dir):
+    return RtmdetDetector(shared_dir / "weights" / "rtmdet_nano_person.onnx")
+
+
+@pytest.fixture(scope="module")
+def sports_frame(shared_dir) -> Frame:
+    with open_source(shared_dir / "data" / "videos" / "sports2d_demo.mp4") as source:
+        for frame in source:
+            if frame.index == KEY_FRAME:
+                return frame
+    raise AssertionError("frame not reached")
+
+
+@pytest.fixture(scope="module")
+def pseudo_boxes(shared_dir, sports_frame) -> Detections:
+    boxes = BoxesFileDetector(shared_dir / "data" / "videos" / "sports2d_demo.pseudo.json")
+    return boxes(sports_frame)
+
+
+@pytest.fixture(scope="module")
+def coco_image(shared_dir):
+    """A coco-mini image with three large labelled people, and their boxes (xyxy)."""
+    root = shared_dir / "data" / "coco-mini"
+    data = json.loads((root / "val.json").read_text())
+    image = next(i for i in data["images"] if i["file_name"] == "000000183709.jpg")
+    boxes = [a["bbox"] for a in data["annotations"]
+             if a["image_id"] == image["id"] and not a["iscrowd"] and a["bbox"][3] > 150]
+    xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], np.float32)
+    return cv2.imread(str(root / "val2017" / image["file_name"])), xyxy
+
+
+def check_sane(det: Detections, image_hw) -> None:
+    h, w = image_hw
+    assert det.boxes_xyxy.dtype == np.float32 and det.scores.dtype == np.float32
+    assert np.all(det.boxes_xyxy[:, 2] > det.boxes_xyxy[:, 0])
+    assert np.all(det.boxes_xyxy[:, 3] > det.boxes_xyxy[:, 1])
+    assert np.all(det.boxes_xyxy >= 0)
+    assert np.all(det.boxes_xyxy[:, [0, 2]] <= w - 1) and np.all(det.boxes_xyxy[:, [1, 3]] <= h - 1)
+    assert np.all(np.diff(det.scores) <= 0)  # sorted by score
+
+
+def test_yolox_matches_the_pseudo_label_boxes(yolox, sports_frame, pseudo_boxes):
+    assert len(pseudo_boxes) == 2
+    det = yolox(sports_frame)
+    check_sane(det, sports_frame.image.shape[:2])
+    assert len(det) == 2
+    iou = iou_matrix(det.boxes_xyxy, pseudo_boxes.boxes_xyxy)
+    assert iou.max(axis=1).min() > 0.7
+    # Same model, input size and thresholds: the boxes are the same up to rounding.
+    assert iou.max(axis=1).min() > 0.98
+    assert np.allclose(np.sort(det.scores), np.sort(pseudo_boxes.scores), atol=0.01)
+    # A bare image works as well as a Frame.
+    assert np.array_equal(yolox(sports_frame.image).boxes_xyxy, det.boxes_xyxy)
+
+
+def test_rtmdet_finds_the_same_people(rtmdet, yolox, sports_frame):
+    det = rtmdet(sports_frame)
+    check_sane(det, sports_frame.image.shape[:2])
+    assert len(det) == 2
+    iou = iou_matrix(det.boxes_xyxy, yolox(sports_frame).boxes_xyxy)
+    assert iou.max(axis=1).min() > 0.5
+
+
+def test_rtmdet_survives_images_with_more_boxes_than_the_first(shared_dir):
+    # OpenCV 5 sizes the in-graph NMS outputs on the first run and used to fail on a later image
+    # with more raw boxes: a flat grey image gives 1, noise gives the graph's maximum of 100.
+    detector = RtmdetDetector(shared_dir / "weights" / "rtmdet_nano_person.onnx", score_threshold=0.0)
+    grey = np.full((240, 320, 3), 114, np.uint8)
+    noise = np.random.default_rng(1).integers(0, 256, (240, 320, 3), np.uint8)
+    assert len(detector(grey)) <= 1
+    assert len(detector(noise)) > 1
+
+
+@pytest.mark.parametrize("name", ["yolox", "rtmdet"])
+def test_detectors_find_the_coco_people(name, request, coco_image):
+    detector = request.getfixturevalue(name)
+    image, truth = coco_image
+    assert len(truth) == 3
+    det = detector(image)
+    check_sane(det, image.shape[:2])
+    assert iou_matrix(truth, det.boxes_xyxy).max(axis=1).min() > 0.7
+
+
+def test_letterbox_top_left_with_114_padding():
+    image = np.full((100, 200, 3), 7, np.uint8)
+    padded, r = letterbox(image, 416)
+    assert r == pytest.approx(2.08)
+    assert padded.shape == (416, 416, 3)
+    assert np.all(padded[:208, :416] == 7) and np.all(padded[208:] == 114)
+
+
+class FakeNet:
+    """Stands in for the OpenCV network: returns a fixed YOLOX output."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def setInput(self, blob):
+        assert blob.shape == (1, 3, 416, 416) and blob.max() <= 255
+
+    def forward(self):
+        return self.rows[None]
+
+
+def test_yolox_grid_stride_decoding(yolox_path):
+    detector = YoloxDetector(yolox_path, min_box_height=0)
+    rows = np.zeros((3549, 85), np.float32)
+
+    def put(anchor, t, obj, cls, klass=0):
+        rows[anchor, :4] = t
+        rows[anchor, 4] = obj
+        rows[anchor, 5 + klass] = cls
+
+    # Stride 8 grid is 52×52: anchor 2*52+3 is cell x=3, y=2.
+    put(2 * 52 + 3, [0.5, 0.5, math.log(4), math.log(8)], 0.9, 0.9)
+    # Same place, lower score: suppressed by NMS.
+    put(2 * 52 + 4, [-0.4, 0.5, math.log(4), math.log(8)], 0.9, 0.6)
+    # Stride 32 grid (13×13) starts after 52² + 26² anchors: cell x=5, y=6, a lone person.
+    put(52 * 52 + 26 * 26 + 6 * 13 + 5, [0.0, 0.0, 0.0, 0.0], 0.8, 0.8)
+    # Not a person (class 1), and a person below the score threshold.
+    put(100, [0, 0, 1, 1], 0.99, 0.99, klass=1)
+    put(200, [0, 0, 1, 1], 0.5, 0.5)
+    detector.net = FakeNet(rows)
+    image = np.zeros((208, 208, 3), np.uint8)  # r = 2
+    det = detector(image)
+    # Box 1: centre (3.5, 2.5)·8 = (28, 20), size (32, 64) → (12, -12, 44, 52) / 2, clipped.
+    # Box 2: centre (5, 6)·32 = (160, 192), size 32 → (144, 176, 176, 208) / 2.
+    assert det.boxes_xyxy.tolist() == [[6, 0, 22, 26], [72, 88, 88, 104]]
+    assert det.scores == pytest.approx([0.81, 0.64])
+    # Minimum box height (frame pixels) drops the short box.
+    detector.min_box_height = 20
+    assert detector(image).boxes_xyxy.tolist() == [[6, 0, 22, 26]]
+
+
+def test_registry_builds_detectors(shared_dir):
+    assert set(DETECTORS) == {"yolox-nano", "rtmdet-nano"}
+    weights = {"yolox-nano": "yolox_nano.onnx", "rtmdet-nano": "rtmdet_nano_person.onnx"}
+    for name, factory in DETECTORS.items():
+        detector = factory(shared_dir / "weights" / weights[name], score_threshold=0.5)
+        assert callable(detector) and detector.score_threshold == 0.5
+
+
+def test_bad_weights_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not onnx")
+    with pytest.raises(PoseCliError, match="bad.onnx: cannot be loaded as an ONNX model"):
+        YoloxDetector(bad)
+    with pytest.raises(PoseCliError, match="not found"):
+        RtmdetDetector(tmp_path / "missing.onnx")
+    with pytest.raises(PoseCliError, match="multiple of 32"):
+        YoloxDetector(bad, input_size=400)
+
+
+# --- BoxesFileDetector --------------------------------------------------------------------------
+
+def frame(index: int, h: int = 100, w: int = 200) -> Frame:
+    return Frame(index=index, time_s=index / 30, image=np.zeros((h, w, 3), np.uint8))
+
+
+def write(tmp_path, data, name="boxes.json"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_boxes_list_with_frame_index(tmp_path):
+    path = write(tmp_path, [
+        {"frame": 0, "bbox": [10, 20, 30, 40], "score": 0.5},
+        {"frame": 0, "bbox": [50, 20, 30, 40], "score": 0.9, "category_id": 1},
+        {"frame": 2, "bbox": [150, 60, 100, 100]},  # sticks out of the frame: clipped
+        {"frame": 2, "bbox": [0, 0, 5, 5], "category_id": 3},  # not a person: ignored
+    ])
+    boxes = BoxesFileDetector(path)
+    assert boxes.frames == [0, 2]
+    det = boxes(frame(0))
+    assert det.boxes_xyxy.tolist() == [[50, 20, 80, 60], [10, 20, 40, 60]]  # by score
+    assert det.scores.tolist() == pytest.approx([0.9, 0.5])
+    assert len(boxes(frame(1))) == 0
+    det = boxes(frame(2))
+    assert det.boxes_xyxy.tolist() == [[150, 60, 199, 99]] and det.scores.tolist() == [1.0]
+    assert len(BoxesFileDetector(path, score_threshold=0.6)(frame(0))) == 1
+    with pytest.raises(TypeError, match="needs the Frame"):
+        boxes(frame(0).image)
+
+
+def test_boxes_image_id_is_one_based(tmp_path):
+    path = write(tmp_path, [{"image_id": 1, "bbox": [1, 2, 3, 4], "score": 0.7}])
+    boxes = BoxesFileDetector(path)
+    assert boxes.frames == [0]
+    assert boxes(frame(0)).boxes_xyxy.tolist() == [[1, 2, 4, 6]]
+
+
+def test_boxes_coco_dataset_uses_frame_index_of_images(tmp_path):
+    data = {"images": [{"id": 7, "frame_index": 3}],
+            "annotations": [{"image_id": 7, "bbox": [1, 2, 3, 4]},
+                            {"image_id": 2, "bbox": [1, 2, 3, 4]}]}
+    assert BoxesFileDetector(write(tmp_path, data)).frames == [1, 3]
+
+
+def test_boxes_from_the_pseudo_label_file(pseudo_boxes, sports_frame):
+    assert len(pseudo_boxes) == 2
+    check_sane(pseudo_boxes, sports_frame.image.shape[:2])
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{not json", "not valid JSON"),
+    ("42", "expected a list of detections"),
+    ('{"detections": []}', "'annotations' list"),
+    ([1, 2], "entry 0: expected an object"),
+    ([{"bbox": [0, 0, 1, 1]}], "entry 0: needs 'frame'"),
+    ([{"frame": -1, "bbox": [0, 0, 1, 1]}], "0-based frame index"),
+    ([{"frame": True, "bbox": [0, 0, 1, 1]}], "0-based frame index"),
+    ([{"frame": 1.5, "bbox": [0, 0, 1, 1]}], "0-based frame index"),
+    ([{"image_id": 0, "bbox": [0, 0, 1, 1]}], "1-based"),
+    ([{"frame": 0, "bbox": [0, 0, 1]}], "'bbox' must be"),
+    ([{"frame": 0, "bbox": [0, 0, "1", 1]}], "'bbox' must be"),
+    ([{"frame": 0, "bbox": [0, 0, -5, 10]}], "must be positive"),
+    ([{"frame": 0, "bbox": [0, 0, 5, 10]}, {"frame": 0, "bbox": [0, 0, 5, 0]}], "entry 1: bbox width"),
+    ([{"frame": 0, "bbox": [0, 0, 5, 10], "score": "high"}], "'score' must be a number"),
+    ([{"frame": 0, "bbox": [0, 0, 5, 10], "category_id": "person"}], "category_id"),
+])
+def test_boxes_file_validation(tmp_path, data, message):
+    with pytest.raises(PoseCliError, match=message):
+        BoxesFileDetector(write(tmp_path, data))
+
+
+def test_boxes_file_missing_or_binary(tmp_path):
+    with pytest.raises(PoseCliError, match="not found"):
+        BoxesFileDetector(tmp_path / "missing.json")
+    binary = tmp_path / "b.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(PoseCliError, match="not valid JSON"):
+        BoxesFileDetector(binary)

@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+
+from posecli.track import PoseTracker, box_iou, drop_short_tracks, pose_oks
+from posecli.types import Frame, FrameResult, Poses
+
+# A standing person in a unit box (x, y in [0, 1]), COCO joint order.
+TEMPLATE = np.array([
+    [0.50, 0.08], [0.47, 0.06], [0.53, 0.06], [0.44, 0.07], [0.56, 0.07],
+    [0.35, 0.20], [0.65, 0.20], [0.30, 0.35], [0.70, 0.35], [0.28, 0.50], [0.72, 0.50],
+    [0.40, 0.55], [0.60, 0.55], [0.40, 0.75], [0.60, 0.75], [0.40, 0.95], [0.60, 0.95],
+])
+
+
+def person(cx, cy, height=200.0):
+    """Box [4] and keypoints [17, 2] of a person centred at (cx, cy)."""
+    w = 0.4 * height
+    x1, y1 = cx - w / 2, cy - height / 2
+    return np.array([x1, y1, x1 + w, y1 + height]), TEMPLATE * [w, height] + [x1, y1]
+
+
+def make_poses(people, rng=None, noise=0.0):
+    """Poses from a list of (cx, cy[, height]) tuples, in a random order if ``rng`` is given."""
+    if not people:
+        return Poses.empty()
+    boxes, kps = zip(*(person(*p) for p in people))
+    kps = np.stack(kps)
+    if rng is not None:
+        kps = kps + rng.normal(0.0, noise, kps.shape)
+    return Poses(np.stack(boxes).astype(np.float32), np.full(len(people), 0.9, np.float32),
+                 kps.astype(np.float32), np.full(kps.shape[:2], 0.9, np.float32))
+
+
+def run(tracker, frames, rng=None, noise=0.0):
+    """Track a script: each frame is a dict name → (cx, cy); returns a list of dicts name → id."""
+    out = []
+    for people in frames:
+        names = list(people)
+        if rng is not None:
+            rng.shuffle(names)
+        ids = tracker.update(make_poses([people[n] for n in names], rng, noise)).track_ids
+        out.append(dict(zip(names, ids.tolist())))
+    return out
+
+
+def ids_of(assigned, name):
+    return {frame[name] for frame in assigned if name in frame}
+
+
+def test_ids_survive_two_people_crossing():
+    # Same size and height in the image, closing at 24 px/frame; around frame 15 each skeleton is
+    # nearer to where the *other* person was a frame before, so matching against last positions
+    # swaps them (it does for every seed) and only the motion prediction keeps the ids.
+    rng = np.random.default_rng(0)
+    frames = [{"a": (100 + 12 * t, 200), "b": (466 - 12 * t, 202)} for t in range(31)]
+    assigned = run(PoseTracker(), frames, rng, noise=1.5)
+    assert len(ids_of(assigned, "a")) == 1 and len(ids_of(assigned, "b")) == 1
+    assert ids_of(assigned, "a") != ids_of(assigned, "b")
+
+
+def test_id_kept_through_a_ten_frame_occlusion():
+    rng = np.random.default_rng(1)
+    frames = []
+    for t in range(50):
+        people = {"static": (600, 300)}
+        if not 20 <= t < 30:  # "walker" hidden behind something for 10 frames
+            people["walker"] = (100 + 4 * t, 250)
+        if not 15 <= t < 25:  # "stopper" halts while hidden and reappears where it vanished
+            people["stopper"] = (150 + 4 * min(t, 15), 450)
+        frames.append(people)
+    assigned = run(PoseTracker(), frames, rng, noise=1.0)
+    for name in ("static", "walker", "stopper"):
+        assert len(ids_of(assigned, name)) == 1, name
+    assert len(set.union(*(ids_of(assigned, n) for n in ("static", "walker", "stopper")))) == 3
+
+
+def test_new_people_get_new_ids_and_ids_are_never_reused():
+    tracker = PoseTracker(max_age=5)
+    frames = [{"a": (100, 200)} for _ in range(5)]
+    frames += [{"a": (100, 200), "b": (500, 200)} for _ in range(5)]
+    frames += [{"b": (500, 200)} for _ in range(7)]  # "a" leaves for longer than max_age
+    frames += [{"b": (500, 200), "c": (100, 200)} for _ in range(3)]  # someone where "a" was
+    assigned = run(tracker, frames)
+    assert ids_of(assigned, "a") == {1}
+    assert ids_of(assigned, "b") == {2}
+    assert ids_of(assigned, "c") == {3}
+    tracker.reset()
+    assert tracker.update(make_poses([(100, 200)])).track_ids.tolist() == [4]
+
+
+def test_update_keeps_order_and_handles_empty_frames():
+    tracker = PoseTracker()
+    assert len(tracker.update(Poses.empty()).track_ids) == 0
+    first = tracker.update(make_poses([(100, 200), (400, 200)]))
+    assert first.track_ids.tolist() == [1, 2]
+    swapped = tracker.update(make_poses([(402, 200), (102, 200)]))
+    assert swapped.track_ids.tolist() == [2, 1]
+    np.testing.assert_array_equal(swapped.keypoints_xy, make_poses([(402, 200), (102, 200)]).keypoints_xy)
+
+
+def test_no_id_switches_in_a_noisy_crowd():
+    mm = pytest.importorskip("motmetrics")
+    rng = np.random.default_rng(3)
+    starts = np.array([[100.0, 200.0], [700.0, 220.0], [400.0, 500.0], [150.0, 600.0]])
+    velocity = np.array([[6.0, 0.5], [-6.0, 0.0], [0.0, -3.0], [4.0, -1.0]])
+    tracker, acc = PoseTracker(), mm.MOTAccumulator(auto_id=True)
+    for t in range(80):
+        truth = starts + velocity * t
+        visible = [i for i in range(4) if rng.random() > 0.1]  # 10 % missed detections
+        poses = tracker.update(make_poses([tuple(truth[i]) for i in visible], rng, noise=2.0))
+        dist = mm.distances.norm2squared_matrix(truth[visible], poses.keypoints_xy.mean(axis=1), max_d2=60**2)
+        acc.update(visible, poses.track_ids.tolist(), dist)
+    summary = mm.metrics.create().compute(acc, metrics=["num_switches", "num_fragmentations", "mota"])
+    assert int(summary["num_switches"].iloc[0]) == 0
+    assert float(summary["mota"].iloc[0]) > 0.99
+
+
+def test_similarity_helpers():
+    box_a, kp_a = person(100, 200)
+    box_b, kp_b = person(100, 200)
+    s = np.ones((1, 17))
+    assert pose_oks(kp_a[None], s, box_a[None], kp_b[None], s, box_b[None])[0, 0] == pytest.approx(1.0)
+    far_box, far_kp = person(300, 200)
+    assert pose_oks(kp_a[None], s, box_a[None], far_kp[None], s, far_box[None])[0, 0] < 0.01
+    assert pose_oks(kp_a[None], 0 * s, box_a[None], kp_b[None], s, box_b[None])[0, 0] == 0.0
+    iou = box_iou(np.array([[0, 0, 10, 10], [0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30]]))
+    np.testing.assert_allclose(iou, [[1 / 3, 0.0], [1 / 3, 0.0]])
+
+
+def _results(id_lists):
+    image = np.zeros((4, 4, 3), np.uint8)
+    out = []
+    for i, ids in enumerate(id_lists):
+        poses = make_poses([(100 + 50 * k, 200) for k in range(len(ids))])
+        poses = poses.with_track_ids(np.array(ids, np.int64))
+        out.append(FrameResult(Frame(i, i / 30, image), poses))
+    return out
+
+
+def test_drop_short_tracks_removes_short_lived_ids_only():
+    ids = [[1], [1, 2], [1, -1], [1, 3], [1, 3], [1, 3], [1], [1, 4]]
+    out = list(drop_short_tracks(_results(ids), min_len=3, max_age=2))
+    assert [r.frame.index for r in out] == list(range(8))
+    assert [r.poses.track_ids.tolist() for r in out] == [[1], [1], [1, -1], [1, 3], [1, 3], [1, 3], [1], [1]]
+    unfiltered = list(drop_short_tracks(_results(ids), min_len=1))
+    assert [r.poses.track_ids.tolist() for r in unfiltered] == ids
+
+
+def test_drop_short_tracks_streams_with_bounded_delay():
+    ids = [[1]] * 3 + [[1, 2]] + [[1]] * 40
+    pulled = []
+
+    def source():
+        for r in _results(ids):
+            pulled.append(r.frame.index)
+            yield r
+
+    stream = drop_short_tracks(source(), min_len=3, max_age=5)
+    first = next(stream)
+    assert first.frame.index == 0 and len(pulled) <= 3
+    out = [first] + list(stream)
+    assert len(out) == len(ids) and all(2 not in r.poses.track_ids for r in out)
+    # the one-frame track 2 at frame 3 is decided after max_age + 1 more frames
+    assert max(pulled) == len(ids) - 1
