@@ -100,6 +100,40 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command("eval")
+def eval_command(
+    ann_file: Path = typer.Argument(..., help="COCO keypoint JSON, or a clip's COCO-video .pseudo.json with --video."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image folder (default: next to ANN_FILE)."),
+    video: Optional[Path] = typer.Option(None, "--video", help="Evaluate on this clip against ANN_FILE's labels: "
+                                                               "temporal window vs single frames, PCK and jitter."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint (default: the shipped one)."),
+    no_model: bool = typer.Option(False, "--no-model", help="Evaluate the baselines only."),
+    baselines: str = typer.Option("movenet,blazepose", "--baselines",
+                                  help="Baseline models on the same boxes: movenet, blazepose, or none."),
+    baseline_dir: list[Path] = typer.Option([], "--baseline-dir", help="Folder holding the baselines' .tflite files."),
+    boxes: str = typer.Option("gt", "--boxes", help="gt, detector or both."),
+    detector: str = typer.Option("yolox-nano", "--detector", help="Detector for --boxes detector|both."),
+    detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", help="Detector ONNX file."),
+    score_threshold: float = typer.Option(0.1, "--score-threshold", help="Least detector score (low for AP)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1),
+    window: Optional[int] = typer.Option(None, "--window", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    out_json: Optional[Path] = typer.Option(None, "--out-json", help="Write the report as JSON here."),
+) -> None:
+    """Accuracy on labelled images or a labelled clip: OKS AP, PCK per joint group, jitter."""
+    from posecli.runner import evaluate_and_print
+
+    names = tuple(b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none")
+    try:
+        evaluate_and_print(ann_file, images=images, video=video, weights=weights, include_model=not no_model,
+                           baselines=names, baseline_dirs=tuple(baseline_dir), boxes=boxes, detector=detector,
+                           detector_weights=detector_weights, score_threshold=score_threshold, device=device,
+                           steps=steps, window=window, seed=seed, out_json=out_json)
+    except PoseCliError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def info() -> None:
     """Print versions, the compute device, and the weights found with their status."""

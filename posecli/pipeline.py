@@ -204,7 +204,7 @@ class Pipeline:
 
     def output_paths(self, stem: str, out_dir: str | Path) -> list[Path]:
         """The files :meth:`process` writes for an input whose outputs are named ``stem``."""
-        return output_paths(Path(out_dir), stem, self.config.formats, self.config.overlay)
+        return list(output_paths(Path(out_dir), stem, self.config.formats, self.config.overlay).values())
 
     def process(self, path: str | Path, out_dir: str | Path, stem: str | None = None,
                 progress: ProgressCallback | None = None) -> RunSummary:
@@ -227,7 +227,7 @@ class Pipeline:
         with open_source(path) as source:
             info: SourceInfo = source.info
             sinks = make_sinks(Path(out_dir), stem or path.stem, self.config.formats, self.config.overlay,
-                               info, self.model_info, keypoint_threshold=self.config.keypoint_threshold)
+                               info, self.model_info, score_threshold=self.config.keypoint_threshold)
             frames = poses = 0
             track_ids: set[int] = set()
             try:

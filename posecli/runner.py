@@ -86,9 +86,7 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
     table = Table(title="posecli run")
     for column in ("input", "frames", "poses", "tracks", "seconds", "fps", "outputs"):
         table.add_column(column, justify="right" if column in ("frames", "poses", "tracks", "seconds", "fps") else "left")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _FpsColumn(),
-                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                  console=console, disable=not console.is_terminal) as progress:
+    with _progress(console) as progress:
         for path in paths:
             target = pipeline.output_paths(stems[path], out_dir)
             if skip_existing and all(p.is_file() for p in target):
@@ -115,6 +113,43 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
     return failures
 
 
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _FpsColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=console, disable=not console.is_terminal)
+
+
+def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | None, weights: Path | None,
+                       include_model: bool, baselines: tuple[str, ...], baseline_dirs: tuple[Path, ...],
+                       boxes: str, detector: str, detector_weights: Path | None, score_threshold: float,
+                       device: str, steps: int | None, window: int | None, seed: int, out_json: Path | None,
+                       console: Console | None = None) -> dict:
+    """``posecli eval``: run the evaluation with a progress bar and print its table."""
+    from posecli import weights as weights_lib
+    from posecli.detect import DETECTORS
+    from posecli.evaluate import render_table, run_eval
+    from posecli.pipeline import resolve_device
+
+    if boxes not in ("gt", "detector", "both"):
+        raise PoseCliError(f"--boxes must be gt, detector or both, not {boxes!r}")
+    person_detector = None
+    if boxes != "gt":
+        if detector not in DETECTORS:
+            raise PoseCliError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+        path = weights_lib.resolve(detector, explicit_path=detector_weights)
+        person_detector = DETECTORS[detector](path, score_threshold=score_threshold)
+    console = console or Console(stderr=True)
+    with _progress(console) as progress:
+        task = progress.add_task(Path(video or ann_file).name, total=None)
+        report = run_eval(weights, ann_file, image_dir=images, video=video, baselines=baselines, boxes=boxes,
+                          device=resolve_device(device), steps=steps, window=window, out_json=out_json,
+                          detector=person_detector, baseline_dirs=baseline_dirs, seed=seed,
+                          include_model=include_model,
+                          progress=lambda done, total: progress.update(task, completed=done, total=total))
+    Console().print(render_table(report))
+    return report
+
+
 def print_weights(verify: bool, console: Console | None = None) -> bool:
     """A table of the manifest's weights: where each file is found and (optionally) its sha256 status.
 
@@ -133,7 +168,7 @@ def print_weights(verify: bool, console: Console | None = None) -> bool:
         status = "not found (fetched on first use)" if found is None else "found"
         if found is not None and verify:
             try:
-                weights_lib.verify_file(found, entry)
+                weights_lib.verify(entry.name)
                 status = "sha256 ok"
             except PoseCliError as exc:
                 status, ok = f"[red]{exc}[/red]", False

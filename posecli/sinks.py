@@ -32,6 +32,7 @@ import math
 import os
 import pickle
 import secrets
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -530,6 +531,22 @@ def output_paths(out_dir: str | os.PathLike, stem: str, formats: Iterable[str],
     return {f: Path(out_dir) / f"{stem}{SUFFIXES[f]}" for f in names}
 
 
+def ensure_writable_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and check a file can be written in it.
+
+    Raises:
+        PoseCliError: the folder cannot be created or written.
+    """
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PoseCliError(f"cannot write to output directory {folder}: {e.strerror or e}") from e
+    return folder
+
+
 def make_sinks(out_dir: str | os.PathLike, stem: str, formats: Iterable[str], overlay: bool,
                source_info: SourceInfo, model_info: ModelInfo, *,
                score_threshold: float = 0.3) -> list[Sink]:
@@ -539,10 +556,7 @@ def make_sinks(out_dir: str | os.PathLike, stem: str, formats: Iterable[str], ov
     directory cannot be created or written; sinks already opened are aborted then.
     """
     paths = output_paths(out_dir, stem, formats, overlay)
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PoseCliError(f"cannot create output directory {out_dir}: {e.strerror or e}") from e
+    ensure_writable_dir(out_dir)
     sinks: list[Sink] = []
     try:
         for fmt, path in paths.items():
@@ -629,7 +643,7 @@ def validate_posecli(doc: Any) -> None:
         _require(isinstance(frame, dict), where, "must be an object")
         _require(_is_int(frame.get("frame")) and frame["frame"] >= 0, f"{where}.frame",
                  "must be a non-negative integer")
-        _require(_is_num(frame.get("time_s")), f"{where}.time_s", "must be a number")
+        _require(_is_num_or_null(frame.get("time_s")), f"{where}.time_s", "must be a number")
         if "file" in frame:
             _field(frame, "file", str, where)
         for j, pose in enumerate(_field(frame, "poses", list, where)):

@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import savgol_coeffs
 
+from .errors import PoseCliError
 from .types import FrameResult, Poses
 
 KINDS = ("none", "oneeuro", "savgol")
@@ -98,6 +99,11 @@ class OneEuroFilter:
         speed = np.linalg.norm(dx_hat, axis=-1, keepdims=True) / max(float(scale), 1e-9)
         cutoff = self.min_cutoff + self.beta * speed
         x_hat = self._x + _alpha(cutoff, dt) * (x - self._x)
+        # A point that has no finite estimate yet (it started as NaN) starts from this sample.
+        fresh = (~np.isfinite(self._x).all(axis=-1) & np.isfinite(x).all(axis=-1))[..., None]
+        x_hat = np.where(fresh, x, x_hat)
+        dx_hat = np.where(fresh, 0.0, dx_hat)
+        update |= fresh[..., 0]
         self._x = np.where(update[..., None], x_hat, self._x)
         self._dx = np.where(update[..., None], dx_hat, self._dx)
         self._t = np.where(update, float(t), self._t)
@@ -247,9 +253,10 @@ class PoseSmoother:
                  d_cutoff: float = 1.0, window: int = 9, polyorder: int = 2, max_gap: int = 5,
                  score_threshold: float = 0.3) -> None:
         if kind not in KINDS:
-            raise ValueError(f"unknown smoothing {kind!r}; choose one of {', '.join(KINDS)}")
-        if kind == "savgol" and (window % 2 == 0 or window <= polyorder):
-            raise ValueError("savgol window must be odd and larger than polyorder")
+            raise PoseCliError(f"unknown smoothing {kind!r}; choose one of {', '.join(KINDS)}")
+        if kind == "savgol" and (window % 2 == 0 or window <= polyorder or max_gap < 0):
+            raise PoseCliError(f"Savitzky-Golay needs an odd window above the polynomial order and "
+                               f"max_gap >= 0, not window={window} polyorder={polyorder} max_gap={max_gap}")
         self.kind = kind
         self._euro_args = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff,
                                score_threshold=score_threshold)

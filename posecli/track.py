@@ -94,6 +94,7 @@ def pose_oks(xy_a: np.ndarray, scores_a: np.ndarray, boxes_a: np.ndarray,
     var = (2.0 * np.asarray(sigmas, np.float64)) ** 2  # [K]
     sim = np.exp(-d2 / (2.0 * area[..., None] * var))
     visible = (scores_a[:, None] >= keypoint_threshold) & (scores_b[None, :] >= keypoint_threshold)
+    visible &= np.isfinite(d2)
     count = visible.sum(axis=-1)
     total = np.where(visible, sim, 0.0).sum(axis=-1)
     return np.divide(total, count, out=np.zeros(count.shape, np.float64), where=count > 0)
@@ -103,7 +104,8 @@ class PoseTracker:
     """Assigns stable ``track_ids`` to the poses of consecutive frames.
 
     Args:
-        max_age: frames a track may go unseen ("lost") and still be re-identified.
+        max_age: frames a track may go unseen ("lost") and still be re-identified: a person
+            missing from ``max_age`` consecutive frames keeps the id, one more and it is gone.
         oks_threshold: a pose may join a track if their OKS reaches this …
         iou_threshold: … or if their boxes' IoU reaches this (for poses whose joints are too
             unsure for OKS).
@@ -142,7 +144,7 @@ class PoseTracker:
 
     @property
     def active_track_ids(self) -> list[int]:
-        """Ids of the tracks that can still be matched (seen within ``max_age`` frames)."""
+        """Ids of the tracks that can still be matched (missed at most ``max_age`` frames)."""
         return [t.track_id for t in self._tracks]
 
     def update(self, poses: Poses) -> Poses:
@@ -156,7 +158,8 @@ class PoseTracker:
         """
         self._frame += 1
         frame = self._frame
-        self._tracks = [t for t in self._tracks if frame - t.last_frame <= self.max_age]
+        # A track may miss up to max_age frames: frame - last_frame - 1 <= max_age.
+        self._tracks = [t for t in self._tracks if frame - t.last_frame <= self.max_age + 1]
         n = len(poses)
         ids = np.full((n,), -1, np.int64)
         boxes = poses.boxes_xyxy.astype(np.float64)
@@ -214,7 +217,7 @@ class PoseTracker:
                 best_oks = np.where(better, oks, best_oks)
                 best_iou = np.where(better, iou, best_iou)
         admissible = (best_oks >= self.oks_threshold) | (best_iou >= self.iou_threshold)
-        return best_sim, admissible
+        return np.nan_to_num(best_sim), admissible
 
     def _observe(self, track: _Track, frame: int, box: np.ndarray, xy: np.ndarray,
                  scores: np.ndarray) -> None:
@@ -237,8 +240,8 @@ def drop_short_tracks(results: Iterable[FrameResult], min_len: int,
 
     Works on a list or on a live iterator: a frame is yielded as soon as every track in it is
     decided, i.e. has reached ``min_len`` observations (kept) or cannot grow any more (dropped):
-    unseen for more than ``max_age`` frames, after which :class:`PoseTracker` has deleted it, or
-    the stream ended. Poses without a track (id -1) pass unchanged. Frames keep their order and
+    missing from more than ``max_age`` consecutive frames, after which :class:`PoseTracker` has
+    deleted it, or the stream ended. Poses without a track (id -1) pass unchanged. Frames keep their order and
     none is removed, only poses.
 
     Memory: the pending frames, images included. Usually that is about ``min_len`` frames; a

@@ -293,9 +293,10 @@ class ImageFolderSource(VideoSource):
             raise PoseCliError(f"frame rate for image sequences must be positive, got {fps}")
         self._files = files
         self._fps = fps
-        first = self._read(files[0])
+        # The size of the first readable image stands for the sequence (each Frame has its own).
+        first = next((image for image in map(self._read, files) if image is not None), None)
         if first is None:
-            raise PoseCliError(f"{files[0]}: cannot be read as an image")
+            raise PoseCliError(f"{path}: none of the {len(files)} image file(s) can be read as an image")
         self.info = SourceInfo(path=str(path), kind="images", width=first.shape[1],
                                height=first.shape[0], fps=fps, num_frames=len(files))
 

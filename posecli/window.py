@@ -61,7 +61,8 @@ class TemporalWindows(Generic[T]):
             PoseCliError: ``window`` is not a positive odd number.
         """
         if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
-            raise PoseCliError(f"window must be a positive odd number of frames (1, 3, 5, ...), got {window!r}")
+            raise PoseCliError(
+                f"window must be a positive odd number of frames (1, 3, 5, ...), got {window!r}")
         self.window = window
         self.delta = window // 2
         self._buffer: deque[T] = deque(maxlen=window)  # items at positions count-len … count-1

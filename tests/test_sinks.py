@@ -215,7 +215,7 @@ def test_an_existing_file_is_replaced_only_when_complete(tmp_path):
 def test_unwritable_output_raises_at_construction(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(PoseCliError, match="cannot create output directory"):
+    with pytest.raises(PoseCliError, match="cannot write to output directory"):
         make_sinks(blocker / "out", "clip", ["json"], False, SOURCE, MODEL)
     with pytest.raises(PoseCliError, match="cannot write to"):
         JsonSink(tmp_path / "missing_dir" / "clip.json", SOURCE, MODEL)

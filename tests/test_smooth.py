@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from posecli.errors import PoseCliError
 from posecli.smooth import OneEuroFilter, PoseSmoother, jitter, savgol_smooth
 from posecli.types import Frame, FrameResult, Poses
 
@@ -39,6 +40,10 @@ def test_one_euro_holds_unsure_joints_and_uses_time():
     slow(np.zeros((1, 2)), 0.0)
     fast(np.zeros((1, 2)), 0.0)
     assert slow(np.ones((1, 2)), 0.5)[0, 0] > fast(np.ones((1, 2)), 1 / FPS)[0, 0]
+    # A joint that starts unknown (NaN) picks up its first real observation.
+    late = OneEuroFilter()
+    late(np.array([[np.nan, np.nan]]), 0.0)
+    np.testing.assert_array_equal(late(np.array([[5.0, 6.0]]), 1 / FPS), [[5.0, 6.0]])
     # Timestamps that do not increase fall back to a nominal frame time instead of freezing.
     frozen = OneEuroFilter()
     frozen(np.zeros((1, 2)), 0.0)
@@ -82,8 +87,10 @@ def test_savgol_short_runs_and_bad_arguments():
     assert np.isnan(out[:2]).all() and np.isnan(out[5:]).all()
     with pytest.raises(ValueError):
         savgol_smooth(xy, window=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(PoseCliError, match="unknown smoothing"):
         PoseSmoother("kalman")
+    with pytest.raises(PoseCliError, match="odd window"):
+        PoseSmoother("savgol", window=4)
 
 
 def results_from_tracks(tracks, scores, frames):
@@ -161,3 +168,18 @@ def test_streaming_savgol_matches_offline_on_random_gappy_tracks():
                 ok = np.isfinite(ref).all(-1)
                 np.testing.assert_allclose(r.poses.keypoints_xy[0][ok], ref[ok], atol=1e-3,
                                            err_msg=f"seed {seed}")
+
+
+def test_fast_savgol_equals_scipy():
+    from scipy.signal import savgol_filter
+
+    from posecli.smooth import _savgol_run
+
+    rng = np.random.default_rng(4)
+    for window in (3, 5, 9, 11):
+        for polyorder in range(window):
+            for n in (window, window + 1, 30):
+                x = rng.normal(0.0, 5.0, (n, 4))
+                np.testing.assert_allclose(_savgol_run(x, window, polyorder),
+                                           savgol_filter(x, window, polyorder, axis=0, mode="interp"),
+                                           atol=1e-6)

@@ -88,6 +88,13 @@ def test_new_people_get_new_ids_and_ids_are_never_reused():
     assert tracker.update(make_poses([(100, 200)])).track_ids.tolist() == [4]
 
 
+@pytest.mark.parametrize("hidden, same_id", [(5, True), (6, False)])
+def test_max_age_is_the_number_of_frames_a_person_may_miss(hidden, same_id):
+    frames = [{"a": (100, 200)}] * 3 + [{}] * hidden + [{"a": (100, 200)}]
+    assigned = run(PoseTracker(max_age=5), frames)
+    assert (len(ids_of(assigned, "a")) == 1) == same_id
+
+
 def test_update_keeps_order_and_handles_empty_frames():
     tracker = PoseTracker()
     assert len(tracker.update(Poses.empty()).track_ids) == 0

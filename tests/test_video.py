@@ -259,12 +259,12 @@ def test_image_folder(tmp_path):
 
 def test_unreadable_image_is_skipped(tmp_path, caplog):
     folder = tmp_path / "seq"
-    write_images(folder, ["1.png", "3.png"])
-    (folder / "2.png").write_text("not a png")
+    write_images(folder, ["2.png", "3.png"])
+    (folder / "1.png").write_text("not a png")  # even the first may be broken
     with caplog.at_level(logging.WARNING, logger="posecli.video"), open_source(folder) as source:
         frames = frames_of(source)
-    assert [(f.index, f.file) for f in frames] == [(0, "1.png"), (2, "3.png")]
-    assert source.truncated and "2.png: cannot be read as an image" in caplog.text
+    assert [(f.index, f.file) for f in frames] == [(1, "2.png"), (2, "3.png")]
+    assert source.truncated and "1.png: cannot be read as an image" in caplog.text
 
 
 def test_single_image_file(tmp_path):
@@ -320,7 +320,8 @@ def test_image_folder_with_no_readable_image(tmp_path):
     folder = tmp_path / "seq"
     folder.mkdir()
     (folder / "1.jpg").write_text("not a jpeg")
-    with pytest.raises(PoseCliError, match="1.jpg: cannot be read as an image"):
+    (folder / "2.jpg").touch()
+    with pytest.raises(PoseCliError, match="seq: none of the 2 image file\\(s\\) can be read"):
         open_source(folder)
 
 

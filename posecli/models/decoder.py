@@ -1,4 +1,4 @@
-"""Pose decoder f(x_t, F, t) with LMSFI (DiffPose, Feng et al., ICCV 2023, Sec. 3.3).
+"""Pose decoder f(x_t, F, t) with LMSFI (DiffPose, Feng et al., ICCV 2023).
 
 1. Timestep conditioning: a sinusoidal embedding of t goes through an MLP to a per-keypoint
    scale and shift that modulate the noisy heatmap x_t.

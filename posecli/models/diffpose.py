@@ -8,9 +8,9 @@ x_t into the clean x̂0, sampled at inference with a few DDIM steps (see ``diffu
 Deviations from the paper (all deliberate, for CPU training/inference and the weights we have):
     * Backbone: ImageNet EfficientNet-Lite0 trunk up to stride 16 (112 channels, stages 1-5), not
       a COCO-pretrained ViT/HRNet; optionally its first stages frozen (BN kept in eval mode).
-    * Features from stride 16 only (one scale) instead of the backbone's multi-level features;
-      the 1/8 and 1/4 decoder scales come from transposed convolutions of the fused feature.
-    * Sizes: input 256×192, heatmaps 64×48, STRL token dim 128 (paper: ViT width), 2 encoder
+    * One stride-16 feature map per frame; the 1/8 and 1/4 decoder scales come from transposed
+      convolutions of the fused feature.
+    * Sizes far below the paper's: input 256×192, heatmaps 64×48, STRL token dim 128, 2 encoder
       layers, 4 heads; decoder widths 128/64/32; one transformer layer at 1/16.
     * STRL patch embedding is a 2×2-cell patchify of the stride-16 backbone features (8×6 tokens
       per frame), not of pixels; the fused tokens are un-patched by a transposed convolution and
@@ -23,9 +23,13 @@ Deviations from the paper (all deliberate, for CPU training/inference and the we
       depthwise-separable residual blocks; the scales are summed after 1×1 projections and
       bilinear upsampling to 1/4.
     * Heatmap signal range (2h − 1)·signal_scale with signal_scale 1.0 (DiffusionDet-style), cosine
-      schedule with T = 1000; DDIM with 1-4 steps; hypotheses averaged (not pose-level voting).
-    * Window: default T = 3 (paper: 5 for PoseTrack); T = 1 (single frame) is supported, and single
-      images are fed as T replicated frames.
+      schedule with T = 1000; DDIM with 1-4 steps, intermediate x̂0 clipped to the signal range;
+      optional hypotheses are averaged as heatmaps; the initial noise is drawn per item
+      from a re-seeded generator, so results do not depend on batching.
+    * Backbone input: ImageNet mean/std normalized RGB, converted inside the backbone to the
+      (pixel − 127)/128 range its TensorFlow weights expect; TF "SAME" padding kept.
+    * Window: default T = 3 (a short window for CPU cost); T = 1 (single frame) is supported, and
+      single images are fed as T replicated frames.
     * Loss: visibility-masked L2 on x̂0 only (no auxiliary losses).
 """
 

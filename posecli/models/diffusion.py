@@ -144,6 +144,8 @@ class DDIMSampler:
             t_prev: target timestep; defaults to the next one in the schedule set by
                 :meth:`set_steps`. −1 means the end: x̂0 itself is returned.
         """
+        if not isinstance(x_t, torch.Tensor):
+            raise TypeError("step(x0_pred, t, x_t, t_prev=None): x_t must be a tensor")
         if t_prev is None:
             t_prev = self.next_timestep(t)
         if t_prev < 0:

@@ -79,7 +79,8 @@ class HeatmapPredictor:
             crops: [M, H, W, 3] uint8 BGR crops of size ``input_size``.
 
         Returns:
-            [M, 112, H/16, W/16] features on the predictor's device.
+            [M, 112, H/16, W/16] features on the predictor's device (in ``dtype`` under autocast),
+            ready to be cached and stacked into windows for :meth:`heatmaps_from_features`.
         """
         crops = np.asarray(crops)
         if crops.ndim != 4 or tuple(crops.shape[1:3]) != tuple(self.input_size):

@@ -1,13 +1,14 @@
-"""STRL: SpatioTemporal Representation Learner (DiffPose, Feng et al., ICCV 2023, Sec. 3.2).
+"""STRL: SpatioTemporal Representation Learner (DiffPose, Feng et al., ICCV 2023).
 
 Each frame's backbone feature map is cut into p×p patches of stride-16 cells and each patch
 becomes a token (a p×p, stride-p convolution; p = 2 by default, so a 16×12 map gives 8×6 tokens
-per frame — attention over T·h·w/p² tokens is what keeps STRL affordable on a CPU). Learnable spatial (h·w) and temporal (T) position embeddings are
-added, the T frames' tokens are concatenated into one sequence so attention mixes space and time,
-a few pre-LN transformer encoder layers (MHSA + FFN) run over it, and an MLP fuses the T tokens of
-each spatial cell into one token of the key frame (centre index T // 2). The fused tokens are
-un-patched back to h×w (a p×p transposed convolution) and added to a 1×1 projection of the key
-frame's own feature map, which keeps the key frame's full stride-16 detail.
+per frame: attention over T·h·w/p² tokens is what keeps STRL affordable on a CPU). Learnable
+spatial (per token position) and temporal (per frame) position embeddings are added, the T frames'
+tokens are concatenated into one sequence so attention mixes space and time, a few pre-LN
+transformer encoder layers (MHSA + FFN) run over it, and an MLP fuses the T tokens of each spatial
+position into one token of the key frame (centre index T // 2). The fused tokens are un-patched
+back to h×w (a p×p transposed convolution) and added to a 1×1 projection of the key frame's own
+feature map, which keeps the key frame's full stride-16 detail.
 """
 
 from __future__ import annotations
