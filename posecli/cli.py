@@ -24,6 +24,11 @@ weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify 
 app.add_typer(weights_app, name="weights")
 
 
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"posecli {__version__}")
@@ -36,8 +41,15 @@ def main(
                                  help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # Library warnings (a damaged stream, a skipped image) go to stderr as "warning: …" lines.
+    logger = logging.getLogger("posecli")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
 
 
 def _fail(message: str) -> None:
@@ -130,6 +142,34 @@ def eval_command(
                            baselines=names, baseline_dirs=tuple(baseline_dir), boxes=boxes, detector=detector,
                            detector_weights=detector_weights, score_threshold=score_threshold, device=device,
                            steps=steps, window=window, seed=seed, out_json=out_json)
+    except PoseCliError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def bench(
+    clip: Path = typer.Argument(..., help="Video file to time."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Feed the clip this many times as one long stream."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    window: Optional[int] = typer.Option(None, "--window", min=1),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    weights: Optional[Path] = typer.Option(None, "--weights"),
+    detector_weights: Optional[Path] = typer.Option(None, "--detector-weights"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline",
+                                  help="Also time YOLOX-nano + MoveNet Lightning on the same clip."),
+    baseline_dir: list[Path] = typer.Option([], "--baseline-dir", help="Folder holding movenet's .tflite file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+) -> None:
+    """Time each stage and the whole pipeline on a clip; report frames/s, person-frames/s, memory."""
+    from posecli.config import PipelineConfig
+    from posecli.runner import bench_and_print
+
+    config = PipelineConfig(weights=weights, device=device, window=window, steps=steps, batch_size=batch_size,
+                            detector_weights=detector_weights)
+    try:
+        bench_and_print(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=tuple(baseline_dir),
+                        json_out=json_out)
     except PoseCliError as exc:
         _fail(str(exc))
 

@@ -11,7 +11,6 @@ sinks stream.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from posecli.types import Detections, Frame, FrameResult, ModelInfo, Poses, Sour
 from posecli.video import open_source
 from posecli.window import TemporalWindows, Window
 
-log = logging.getLogger(__name__)
 
 # Key frames held back waiting for a full batch; bounds memory when frames have no people.
 MAX_PENDING_FRAMES = 32
@@ -107,7 +105,7 @@ class Pipeline:
     def model_info(self) -> ModelInfo:
         return self.model.info
 
-    def _make_detector(self) -> PersonDetector:
+    def make_detector(self) -> PersonDetector:
         if self.config.boxes_file is not None:
             return BoxesFileDetector(self.config.boxes_file)
         if self._detector is None:
@@ -151,7 +149,7 @@ class Pipeline:
             ))
 
     def _untracked(self, frames: Iterable[Frame], times: StageTimes) -> Iterator[FrameResult]:
-        detector = self._make_detector()
+        detector = self.make_detector()
         windows: TemporalWindows[tuple[Frame, Detections]] = TemporalWindows(self.model.window)
         batch: list[tuple[Frame, list[Frame], Detections]] = []
         persons = 0
@@ -221,41 +219,50 @@ class Pipeline:
         Raises:
             PoseCliError: bad input, unwritable output folder.
         """
-        start = time.perf_counter()
-        times = StageTimes()
         path = Path(path)
         with open_source(path) as source:
-            info: SourceInfo = source.info
-            sinks = make_sinks(Path(out_dir), stem or path.stem, self.config.formats, self.config.overlay,
-                               info, self.model_info, score_threshold=self.config.keypoint_threshold)
-            frames = poses = 0
-            track_ids: set[int] = set()
-            try:
-                for result in self._tracked(source, times):
-                    t0 = time.perf_counter()
-                    for sink in sinks:
-                        sink.write(result)
-                    times.add("write", t0)
-                    frames += 1
-                    poses += len(result.poses)
-                    track_ids.update(int(t) for t in result.poses.track_ids)
-                    if progress is not None:
-                        progress(frames, max(info.num_frames, frames))
-                if frames == 0:
-                    raise PoseCliError(f"{path.name}: no frame could be decoded")
+            summary = self.write(source, source.info, out_dir, stem or path.stem, progress)
+            truncated = source.truncated
+        return RunSummary(input=path, frames=summary.frames, poses=summary.poses, tracks=summary.tracks,
+                          seconds=summary.seconds, outputs=summary.outputs, truncated=truncated,
+                          stage_seconds=summary.stage_seconds)
+
+    def write(self, frames: Iterable[Frame], info: SourceInfo, out_dir: str | Path, stem: str,
+              progress: ProgressCallback | None = None) -> RunSummary:
+        """Estimate tracked poses for a stream of frames and write the outputs named ``stem``.
+
+        Raises:
+            PoseCliError: no frame in the stream, unwritable output folder.
+        """
+        start = time.perf_counter()
+        times = StageTimes()
+        sinks = make_sinks(Path(out_dir), stem, self.config.formats, self.config.overlay,
+                           info, self.model_info, score_threshold=self.config.keypoint_threshold)
+        count = poses = 0
+        track_ids: set[int] = set()
+        try:
+            for result in self._tracked(frames, times):
                 t0 = time.perf_counter()
                 for sink in sinks:
-                    sink.close()
+                    sink.write(result)
                 times.add("write", t0)
-            except BaseException:
-                for sink in sinks:
-                    sink.abort()
-                raise
-            if source.truncated:
-                log.warning("%s: the stream ended early (damaged or cut off); outputs hold the %d frames read",
-                            path.name, frames)
+                count += 1
+                poses += len(result.poses)
+                track_ids.update(int(t) for t in result.poses.track_ids)
+                if progress is not None:
+                    progress(count, max(info.num_frames, count))
+            if count == 0:
+                raise PoseCliError(f"{Path(info.path).name}: no frame could be decoded")
+            t0 = time.perf_counter()
+            for sink in sinks:
+                sink.close()
+            times.add("write", t0)
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
         return RunSummary(
-            input=path, frames=frames, poses=poses, tracks=len(track_ids),
+            input=Path(info.path), frames=count, poses=poses, tracks=len(track_ids),
             seconds=time.perf_counter() - start, outputs=tuple(s.path for s in sinks),
-            truncated=source.truncated, stage_seconds=dict(times.seconds),
+            truncated=False, stage_seconds=dict(times.seconds),
         )

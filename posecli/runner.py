@@ -103,9 +103,6 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
                 table.add_row(str(path), "-", "-", "-", "-", "-", "failed")
                 continue
             progress.remove_task(task)
-            if summary.truncated:
-                console.print(f"warning: {path.name}: the stream ended early (damaged or cut off); "
-                              f"outputs hold the {summary.frames} frames read", markup=False, highlight=False)
             table.add_row(str(path), str(summary.frames), str(summary.poses), str(summary.tracks),
                           f"{summary.seconds:.1f}", f"{summary.frames / max(summary.seconds, 1e-9):.1f}",
                           "\n".join(str(p) for p in summary.outputs))
@@ -147,6 +144,37 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
                           include_model=include_model,
                           progress=lambda done, total: progress.update(task, completed=done, total=total))
     Console().print(render_table(report))
+    return report
+
+
+def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline: bool,
+                    baseline_dirs: tuple[Path, ...], json_out: Path | None, console: Console | None = None) -> dict:
+    """``posecli bench``: run the benchmark, print a table, optionally write the JSON report."""
+    from posecli.bench import run_bench
+    from posecli.evaluate import write_json_atomic
+
+    report = run_bench(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=baseline_dirs)
+    console = console or Console()
+    table = Table(title=f"posecli bench: {clip.name} ×{repeat}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("frames", "person_frames", "tracks"):
+        table.add_row(key, str(report[key]))
+    table.add_row("seconds", f"{report['seconds']:.2f}")
+    table.add_row("frames/s", f"{report['fps']:.2f}")
+    table.add_row("person-frames/s", f"{report['person_fps']:.2f}")
+    for stage, seconds in report["stage_seconds"].items():
+        table.add_row(f"  {stage} s", f"{seconds:.2f} ({100 * seconds / report['seconds']:.0f}%)")
+    table.add_row("peak RSS MiB", f"{report['peak_rss_mib']:.0f}")
+    for key, value in report["settings"].items():
+        table.add_row(key, str(value))
+    if "baseline" in report:
+        table.add_row(f"baseline ({report['baseline']['name']}) frames/s", f"{report['baseline']['fps']:.2f}")
+        table.add_row("baseline person-frames/s", f"{report['baseline']['person_fps']:.2f}")
+        table.add_row("speed ratio (ours / baseline)", f"{report['speed_ratio_vs_baseline']:.3f}")
+    console.print(table)
+    if json_out is not None:
+        write_json_atomic(json_out, report)
     return report
 
 

@@ -261,3 +261,12 @@ def test_backbone_loads_imagenet_weights_strictly_and_classifies(shared_dir):
     x = torch.randn(1, 3, 256, 192)
     with torch.no_grad():
         assert torch.allclose(pose.encode_frames(x), model.forward_features(x), atol=1e-5)
+
+
+def test_feature_maps_not_divisible_by_the_patch_size():
+    model = tiny(window=3, input_size=(64, 48)).eval()  # 4×3 feature cells, 2×2 patches
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 3, 64, 48), torch.randn(2, 17, 16, 12), torch.tensor([0, 500]))
+    assert out.shape == (2, 17, 16, 12)
+    with pytest.raises(ValueError):
+        DiffPose(input_size=(250, 192))

@@ -246,13 +246,13 @@ def test_tiny_training_run_lowers_loss_and_checkpoint_round_trips(shared_dir: Pa
 
 @pytest.mark.slow
 def test_resume_continues_the_same_run(shared_dir: Path, tmp_path: Path):
-    straight = _tiny_config(shared_dir, tmp_path / "a", steps=6)
+    straight = replace(_tiny_config(shared_dir, tmp_path / "a", steps=6), val_json=None)
     train(straight)
-    interrupted = replace(_tiny_config(shared_dir, tmp_path / "b", steps=6), val_json=None)
-    train(replace(interrupted, steps=6, max_minutes=None, checkpoint_every=3))
-    # Simulate a crash after step 3: resume from the step-3 state.
-    b_state = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
-    assert b_state["step"] == 6
-    a_state = torch.load(tmp_path / "a" / "state.pt", weights_only=False)
-    for k, v in a_state["model"].items():
-        assert torch.equal(v, b_state["model"][k]), k
+    paused = replace(straight, out_dir=tmp_path / "b", stop_after=3)
+    assert train(paused).name == "step_000003.pt"
+    assert train(replace(paused, stop_after=None, resume=True)).name == "final.pt"
+    a = torch.load(tmp_path / "a" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k

@@ -51,7 +51,7 @@ class DiffPose(nn.Module):
     Args:
         num_keypoints: K (17 for COCO).
         window: frames per window T (key frame at T // 2).
-        input_size: (H, W) of the crops; both divisible by 16 · strl_patch.
+        input_size: (H, W) of the crops; both divisible by 16.
         frozen_stages: EfficientNet-Lite0 stages frozen (stem + first N; 0 = none, max 5).
         strl_dim: STRL token dimension (= fused feature channels).
         strl_depth: STRL transformer layers.
@@ -60,7 +60,8 @@ class DiffPose(nn.Module):
         decoder_channels: decoder widths at 1/16, 1/8, 1/4.
         decoder_heads: heads of the decoder's 1/16 transformer layer.
         time_dim: timestep embedding size.
-        timesteps: diffusion steps T_diff the model is trained for (t must be < timesteps).
+        timesteps: number of diffusion steps of the schedule the model is trained with (recorded in
+            checkpoints; the network itself accepts any integer t).
     """
 
     def __init__(self, num_keypoints: int = 17, window: int = 3, input_size: tuple[int, int] = (256, 192),
@@ -70,8 +71,8 @@ class DiffPose(nn.Module):
                  time_dim: int = 128, timesteps: int = 1000) -> None:
         super().__init__()
         h, w = input_size
-        if h % (FEATURE_STRIDE * strl_patch) or w % (FEATURE_STRIDE * strl_patch):
-            raise ValueError(f"input_size must be divisible by {FEATURE_STRIDE * strl_patch}, got {input_size}")
+        if h % FEATURE_STRIDE or w % FEATURE_STRIDE:
+            raise ValueError(f"input_size must be divisible by {FEATURE_STRIDE}, got {input_size}")
         if window < 1:
             raise ValueError("window must be at least 1")
         # Everything needed to rebuild this exact model (JSON-able; see checkpoint.py).

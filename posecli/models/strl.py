@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class STRL(nn.Module):
@@ -27,8 +28,9 @@ class STRL(nn.Module):
         heads: attention heads.
         mlp_ratio: FFN hidden size as a multiple of D.
         window: number of frames T.
-        feature_hw: (h, w) of the feature map; divisible by ``patch``.
-        patch: patch size p in feature cells.
+        feature_hw: (h, w) of the feature map.
+        patch: patch size p in feature cells (maps whose size is not a multiple of p are
+            zero-padded at the bottom/right for tokenisation and cropped back afterwards).
         dropout: dropout inside the encoder layers.
     """
 
@@ -36,12 +38,10 @@ class STRL(nn.Module):
                  mlp_ratio: float = 2.0, window: int = 3, feature_hw: tuple[int, int] = (16, 12),
                  patch: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
-        if feature_hw[0] % patch or feature_hw[1] % patch:
-            raise ValueError(f"feature size {feature_hw} is not divisible by the patch size {patch}")
         self.window = window
         self.feature_hw = tuple(feature_hw)
         self.patch = patch
-        self.token_hw = (feature_hw[0] // patch, feature_hw[1] // patch)
+        self.token_hw = (-(-feature_hw[0] // patch), -(-feature_hw[1] // patch))  # ceil
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
         self.pos_spatial = nn.Parameter(torch.zeros(1, 1, self.token_hw[0] * self.token_hw[1], dim))
         self.pos_temporal = nn.Parameter(torch.zeros(1, window, 1, dim))
@@ -73,7 +73,11 @@ class STRL(nn.Module):
             raise ValueError(f"STRL was built for {self.feature_hw} feature maps, got {(h, w)}")
         th, tw = self.token_hw
         n = th * tw
-        tokens = self.patch_embed(features.reshape(b * t, c, h, w))  # [B·T, D, h/p, w/p]
+        frames = features.reshape(b * t, c, h, w)
+        pad_h, pad_w = th * self.patch - h, tw * self.patch - w
+        if pad_h or pad_w:
+            frames = F.pad(frames, [0, pad_w, 0, pad_h])
+        tokens = self.patch_embed(frames)  # [B·T, D, ⌈h/p⌉, ⌈w/p⌉]
         d = tokens.shape[1]
         tokens = tokens.flatten(2).transpose(1, 2).reshape(b, t, n, d)
         tokens = tokens + self.pos_spatial + self.pos_temporal
@@ -82,5 +86,5 @@ class STRL(nn.Module):
         key = tokens[:, t // 2]  # [B, n, D]
         # Residual on the key frame's token, so the fusion starts near "key frame only".
         fused = key + self.fuse(tokens.permute(0, 2, 1, 3).reshape(b, n, t * d))
-        fused = self.unpatch(fused.transpose(1, 2).reshape(b, d, th, tw))  # [B, D, h, w]
+        fused = self.unpatch(fused.transpose(1, 2).reshape(b, d, th, tw))[:, :, :h, :w]  # [B, D, h, w]
         return fused + self.key_skip(features[:, t // 2])

@@ -82,6 +82,8 @@ class TrainConfig:
         grad_clip: max gradient norm (0 = off).
         seed: seeds the model init, the data stream and the diffusion noise.
         checkpoint_every: steps between checkpoints; checkpoint_minutes: and at least this often.
+        stop_after: end this session after this many steps in total (the schedule still spans
+            ``steps``; continue later with ``resume``). None = run to the end.
         resume: continue from ``out_dir/state.pt`` if it exists.
         init_checkpoint: start from an inference checkpoint's weights (fine-tuning).
         device: ``auto`` | ``cpu`` | ``cuda``.
@@ -119,6 +121,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     checkpoint_minutes: float = 10.0
+    stop_after: int | None = None
     resume: bool = False
     init_checkpoint: Path | None = None
     device: str = "auto"
@@ -331,9 +334,6 @@ def _train(config: TrainConfig, out: Path) -> Path:
     val_source = (CocoKeypoints(config.val_json, face_teacher_weight=0.0, drop_lr_suspect=False,
                                 limit=config.val_limit) if config.val_json else None)
     model = build_model(config).to(device)
-    channels_last = device.type == "cpu"  # measured ~20 % faster for the CPU backbone
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -414,6 +414,9 @@ def _train(config: TrainConfig, out: Path) -> Path:
         if config.max_minutes:
             progress = max(progress, elapsed / (config.max_minutes * 60))
         if progress >= 1.0:
+            done = True
+            break
+        if config.stop_after is not None and step >= config.stop_after:
             break
         factor = lr_factor(progress, step, config.warmup_steps, config.min_lr_ratio)
         for group in optimizer.param_groups:
@@ -453,13 +456,13 @@ def _train(config: TrainConfig, out: Path) -> Path:
             checkpoint()
             last_ckpt = time.perf_counter()
         if step >= config.steps:
-            done = True
             break
+    done = done or step >= config.steps
     if not history or "pck@0.2" not in history[-1]:
         run_validation()
-    final = checkpoint(final=True)
+    final = checkpoint(final=done)
     log.info("training %s after %d steps (%.1f min): %s",
-             "finished" if done else "stopped", step, elapsed / 60, final)
+             "finished" if done else "paused (resume to continue)", step, elapsed / 60, final)
     return final
 
 
@@ -493,6 +496,7 @@ def main(argv: list[str] | None = None) -> Path:
                  "face_teacher_weight", "pseudo_min_conf", "signal_scale", "sigma"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--input-size", type=int, nargs=2, default=list(d.input_size))
     p.add_argument("--device", default=d.device)
     p.add_argument("--amp", default=d.amp)
@@ -503,7 +507,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = TrainConfig(
         datasets=tuple(DatasetSpec.parse(s) for s in args.data), out_dir=args.out,
         val_json=args.val, max_minutes=args.max_minutes, input_size=tuple(args.input_size),
-        device=args.device, amp=args.amp, resume=args.resume, init_checkpoint=args.init,
+        device=args.device, amp=args.amp, resume=args.resume, stop_after=args.stop_after, init_checkpoint=args.init,
         drop_lr_suspect=not args.keep_lr_suspect,
         **{k: getattr(args, k) for k in (
             "steps", "batch_size", "warmup_steps", "seed", "checkpoint_every", "threads",

@@ -1,0 +1,191 @@
+"""The command line on bad and good input: one-line errors, exit codes, complete outputs."""
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from posecli.cli import app
+from posecli.sinks import read_posecli_json
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(shared_dir, tmp_path, monkeypatch):
+    """POSECLI_HOME with the detector (as if downloaded), and no network."""
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    shutil.copy(shared_dir / "weights" / "yolox_nano.onnx", home / "weights")
+    monkeypatch.setenv("POSECLI_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    return home
+
+
+def blank_video(path: Path, frames: int = 6, size=(160, 120)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 40 + 10 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def run(*args: str):
+    return runner.invoke(app, ["run", *args])
+
+
+def error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert lines, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_version_and_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("posecli ")
+    assert runner.invoke(app, ["run", "--help"]).exit_code == 0
+
+
+def test_missing_input_is_one_line_error(env, tmp_path):
+    result = run(str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "no such file" in error_line(result)
+
+
+def test_text_file_posing_as_video(env, tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    result = run(str(fake), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "notes.mp4" in error_line(result)
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_unsupported_file_type(env, tmp_path):
+    other = tmp_path / "data.txt"
+    other.write_text("x")
+    result = run(str(other), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "not a video or image" in error_line(result)
+
+
+def test_zero_frame_video(env, tmp_path):
+    empty = blank_video(tmp_path / "empty.mp4", frames=0)
+    result = run(str(empty), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    error_line(result)
+
+
+def test_video_without_people_gives_valid_empty_output(env, tmp_path):
+    video = blank_video(tmp_path / "blank.mp4")
+    out = tmp_path / "out"
+    result = run(str(video), "--out", str(out), "--format", "json,csv")
+    assert result.exit_code == 0, result.output
+    doc = read_posecli_json(out / "blank.json")
+    assert len(doc["frames"]) == 6
+    assert all(frame["poses"] == [] for frame in doc["frames"])
+    assert (out / "blank.csv").read_text().splitlines()[0].startswith("frame,time_s,track_id")
+
+
+def test_truncated_video_keeps_the_frames_read(env, tmp_path, shared_dir):
+    data = (shared_dir / "data" / "videos" / "vtest.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 8])
+    out = tmp_path / "out"
+    result = run(str(cut), "--out", str(out), "--window", "1")
+    if result.exit_code == 1:  # nothing decodable in the first part: a clean one-line error is right
+        error_line(result)
+        return
+    assert result.exit_code == 0, result.output
+    assert "warning: cut.mp4: decoding stopped early" in result.output
+    doc = read_posecli_json(out / "cut.json")
+    assert 0 < len(doc["frames"]) < 795
+
+
+def test_unwritable_output_directory(env, tmp_path):
+    video = blank_video(tmp_path / "blank.mp4")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run(str(video), "--out", str(blocker / "sub"))
+    assert result.exit_code == 1
+    assert "output directory" in error_line(result)
+
+
+def test_weights_missing_offline_says_how_to_fix(env, tmp_path):
+    (env / "weights" / "yolox_nano.onnx").unlink()
+    video = blank_video(tmp_path / "blank.mp4")
+    result = run(str(video), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "yolox_nano.onnx" in line and "download" in line
+
+
+def test_bad_boxes_file(env, tmp_path):
+    video = blank_video(tmp_path / "blank.mp4")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text('[{"frame": 0, "bbox": [1, 2, -3, 4]}]')
+    result = run(str(video), "--boxes", str(boxes), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "boxes.json" in error_line(result)
+
+
+def test_boxes_file_replaces_the_detector(env, tmp_path):
+    video = blank_video(tmp_path / "blank.mp4")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"frame": i, "bbox": [40, 20, 50, 90], "score": 0.9} for i in range(6)]))
+    out = tmp_path / "out"
+    result = run(str(video), "--boxes", str(boxes), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    frames = read_posecli_json(out / "blank.json")["frames"]
+    assert [len(f["poses"]) for f in frames] == [1] * 6
+    assert frames[0]["poses"][0]["bbox"] == pytest.approx([40, 20, 90, 110])
+
+
+def test_batch_continues_after_a_bad_input_and_reports_it(env, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    blank_video(folder / "a.mp4")
+    (folder / "b.mp4").write_text("garbage")
+    out = tmp_path / "out"
+    result = run(str(folder), "--out", str(out))
+    assert result.exit_code == 1
+    assert "b.mp4" in error_line(result)
+    assert (out / "a.json").is_file()
+    assert not (out / "b.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_skip_existing_skips_complete_outputs(env, tmp_path):
+    video = blank_video(tmp_path / "blank.mp4")
+    out = tmp_path / "out"
+    assert run(str(video), "--out", str(out)).exit_code == 0
+    before = (out / "blank.json").stat().st_mtime_ns
+    result = run(str(video), "--out", str(out), "--skip-existing")
+    assert result.exit_code == 0
+    assert "skipped" in result.output
+    assert (out / "blank.json").stat().st_mtime_ns == before
+
+
+def test_image_folder_input_records_file_names(env, tmp_path, shared_dir):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("000000000785.jpg", "000000040083.jpg"):
+        shutil.copy(shared_dir / "data" / "fixtures" / "images" / f"coco_{name}", folder / name)
+    out = tmp_path / "out"
+    result = run(str(folder), "--out", str(out), "--window", "1")
+    assert result.exit_code == 0, result.output
+    doc = read_posecli_json(out / "photos.json")
+    assert doc["source"]["kind"] == "images"
+    assert [f["file"] for f in doc["frames"]] == ["000000000785.jpg", "000000040083.jpg"]
+    assert all(len(f["poses"]) >= 1 for f in doc["frames"])
