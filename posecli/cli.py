@@ -147,6 +147,55 @@ def eval_command(
 
 
 @app.command()
+def train(
+    data: list[str] = typer.Option(..., "--data", help="Training set PATH[:WEIGHT]: a COCO keypoint JSON (images "
+                                                       "next to it) or a clip's .pseudo.json; repeatable."),
+    out: Path = typer.Option(..., "--out", help="Run folder: logs, resumable state, checkpoints."),
+    val: Optional[Path] = typer.Option(None, "--val", help="COCO keypoint JSON for the periodic PCK check."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Optimizer steps (length of the LR schedule)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock budget; the LR schedule "
+                                                                            "follows whichever of steps/time ends first."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End this session after this many steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's state."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint's weights."),
+    window: int = typer.Option(3, "--window", min=1),
+    frozen_stages: int = typer.Option(3, "--frozen-stages", min=0, max=5,
+                                      help="Backbone stages kept frozen (cheaper on a CPU)."),
+    input_size: tuple[int, int] = typer.Option((256, 192), "--input-size", help="Model input height width."),
+    face_teacher_weight: float = typer.Option(0.5, "--face-teacher-weight", min=0.0,
+                                              help="Loss weight of teacher face labels on LSP-Extended (0: unused)."),
+    device: str = typer.Option("auto", "--device"),
+    amp: str = typer.Option("auto", "--amp", help="auto, none, bf16 or fp16 (CUDA)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: torch's default)."),
+    num_workers: int = typer.Option(1, "--num-workers", min=0),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1),
+    val_every: int = typer.Option(200, "--val-every", min=0),
+    val_limit: int = typer.Option(100, "--val-limit", min=1),
+) -> None:
+    """Train a DiffPose checkpoint (CPU or CUDA; resumable)."""
+    from posecli.train.loop import DatasetSpec, TrainConfig
+    from posecli.train.loop import train as train_model
+
+    logging.getLogger("posecli").setLevel(logging.INFO)
+    config = TrainConfig(
+        datasets=tuple(DatasetSpec.parse(item) for item in data), out_dir=out, val_json=val, steps=steps,
+        batch_size=batch_size, lr=lr, max_minutes=max_minutes, stop_after=stop_after, resume=resume,
+        init_checkpoint=init, window=window, frozen_stages=frozen_stages, input_size=tuple(input_size),
+        face_teacher_weight=face_teacher_weight, device=device, amp=amp, threads=threads,
+        num_workers=num_workers, seed=seed, checkpoint_every=checkpoint_every, val_every=val_every,
+        val_limit=val_limit,
+    )
+    try:
+        checkpoint = train_model(config)
+    except PoseCliError as exc:
+        _fail(str(exc))
+    typer.echo(str(checkpoint))
+
+
+@app.command()
 def bench(
     clip: Path = typer.Argument(..., help="Video file to time."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Feed the clip this many times as one long stream."),
@@ -172,6 +221,40 @@ def bench(
                         json_out=json_out)
     except PoseCliError as exc:
         _fail(str(exc))
+
+
+@app.command("eval-tracks")
+def eval_tracks(
+    videos: Path = typer.Argument(..., help="Folder with <clip>.mp4 and <clip>.pseudo.json (shared/data/videos)."),
+    clips: list[str] = typer.Option([], "--clip", help="Clip stems (repeat); default: the five pseudo-labelled clips."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint (default: the shipped one)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    cache_dir: Path = typer.Option(Path("runs/trackeval/cache"), "--cache-dir",
+                                   help="Untracked poses are computed once per clip and weights, and kept here."),
+    match: str = typer.Option("iou", "--match", help="Hypothesis-to-truth matching: iou (box IoU ≥ 0.5) or oks."),
+    miss_rate: float = typer.Option(0.1, "--miss-rate", min=0.0, max=1.0,
+                                    help="Simulated missed detections for the occlusion test."),
+    burst: int = typer.Option(10, "--burst", min=0, help="Frames of the simulated occlusion of each track."),
+    tune: bool = typer.Option(False, "--tune", help="Also grid-search the smoothers on the tuning clips."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+) -> None:
+    """Tracking (MOTA, IDF1, id switches) and smoothing (PCK, jitter) against the clips' pseudo-labels."""
+    import json
+
+    from posecli.config import PipelineConfig
+    from posecli.tracking_eval import EVALUATION_CLIPS, TUNING_CLIPS, render_report, run_report
+
+    config = PipelineConfig(weights=weights, device=device)
+    try:
+        report = run_report(videos, config, cache_dir, clips=tuple(clips) or EVALUATION_CLIPS + TUNING_CLIPS,
+                            match=match, miss_rate=miss_rate, burst=burst, tune=tune,
+                            progress=lambda line: typer.echo(line, err=True))
+    except PoseCliError as exc:
+        _fail(str(exc))
+    typer.echo(render_report(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1))
 
 
 @app.command()

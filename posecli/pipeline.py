@@ -148,7 +148,9 @@ class Pipeline:
                 xy[mine].astype(np.float32), scores[mine].astype(np.float32),
             ))
 
-    def _untracked(self, frames: Iterable[Frame], times: StageTimes) -> Iterator[FrameResult]:
+    def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
+        """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order."""
+        times = times if times is not None else StageTimes()
         detector = self.make_detector()
         windows: TemporalWindows[tuple[Frame, Detections]] = TemporalWindows(self.model.window)
         batch: list[tuple[Frame, list[Frame], Detections]] = []
@@ -194,7 +196,7 @@ class Pipeline:
                 times.add("track", t0)
                 yield tracked
 
-        stream = track(self._untracked(frames, times))
+        stream = track(self.untracked(frames, times))
         stream = drop_short_tracks(stream, tracking.min_track_length, max_age=tracking.max_age)
         yield from smoother.smooth(stream)
 

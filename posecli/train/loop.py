@@ -88,7 +88,9 @@ class TrainConfig:
         init_checkpoint: start from an inference checkpoint's weights (fine-tuning).
         device: ``auto`` | ``cpu`` | ``cuda``.
         amp: ``auto`` (bf16 on CUDA if supported, else fp16; off on CPU) | ``none`` | ``bf16`` | ``fp16``.
-        threads: torch CPU threads (0 = leave torch's default).
+        threads: torch CPU threads (0 = leave torch's default). On a shared CPU set the
+            environment variable ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported: with
+            spinning OpenMP threads, 2 threads on a loaded 2-core machine were 4× slower than 1.
         num_workers: DataLoader worker processes.
         window: frames per window T.
         input_size: model input (H, W).
@@ -102,7 +104,7 @@ class TrainConfig:
         augment: augmentation ranges.
         val_json: COCO JSON for validation (PCK); None = no validation.
         val_limit: first persons of ``val_json`` used.
-        val_every: steps between validations (also run at each checkpoint-free end).
+        val_every: steps between validations (0 = only at the end of the session).
         val_steps: DDIM steps used to predict in validation.
         log_every: steps between loss log lines.
         cache_dir: decoded clip frames (default ``out_dir/../cache``).
