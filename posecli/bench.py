@@ -3,25 +3,47 @@
 The report holds seconds per stage (decode, detect, crop, backbone, denoise, DARK, track, write),
 frames/s and person-frames/s for the whole pipeline, peak memory, the settings, and the same clip
 run through the baseline pipeline of ``../shared/weights`` (YOLOX-nano boxes + MoveNet Lightning
-per person). The ratio of the two does not depend on how loaded the machine is.
+per person, one after the other in one thread). The ratio of the two does not depend on how loaded
+the machine is, as far as both see the same load.
+
+Stage seconds: decoding and detection run in the prefetch thread (unless ``prefetch = 0``), so
+they overlap the model's stages and the stages add up to more than the wall time; ``wait`` is the
+time the model's thread spent waiting for them. On CUDA the clock is read after a synchronisation,
+so GPU time lands in the stage that queued it.
 
 ``--repeat N`` feeds the clip N times in a row as one long stream (frame indices and times keep
 increasing), which is how memory flatness in video length is checked without a long file.
+
+With ``pseudo_labels`` (a clip's ``.pseudo.json``) the report also scores the run's poses against
+them (first pass of the clip only): PCK and jitter as ``posecli eval --video`` computes them, on
+the persons matched to a predicted pose, plus how many persons were matched at all, so that the
+accuracy cost of a speed option (``detect_every``, ``neighbour_crops``, ``dtype``) is measured on
+the same run as its speed.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from posecli.config import PipelineConfig
-from posecli.types import Frame, SourceInfo
+from posecli.errors import PoseCliError
+from posecli.types import Frame, FrameResult, SourceInfo
 from posecli.video import open_source
+
+# Least IoU between a predicted pose's box and a pseudo-label box for the two to be the same person.
+MATCH_IOU = 0.3
+# Pseudo-label joints at or above this confidence count (as in ``posecli eval --video``).
+PSEUDO_CONFIDENCE = 0.3
 
 
 def repeated_frames(path: Path, repeat: int) -> tuple[Iterator[Frame], SourceInfo]:
@@ -48,7 +70,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_baseline(path: Path, detector, pose_model, repeat: int = 1) -> dict:  # noqa: ANN001
+def current_rss_mib() -> float:
+    """Resident memory of this process now, MiB (Linux; 0 where ``/proc`` is missing)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * resource.getpagesize() / 2**20
+
+
+def time_baseline(path: Path, detector, pose_model, repeat: int = 1,  # noqa: ANN001
+                  detector_name: str = "yolox-nano") -> dict:
     """Decode → detect → top-down pose per box, no tracking or writing: the baseline pipeline."""
     frames, _ = repeated_frames(path, repeat)
     seconds = {"decode": 0.0, "detect": 0.0, "pose": 0.0}
@@ -67,22 +99,131 @@ def time_baseline(path: Path, detector, pose_model, repeat: int = 1) -> dict:  #
         count += 1
         persons += len(detections)
     total = sum(seconds.values())
-    return {"name": f"yolox-nano + {pose_model.name}", "frames": count, "person_frames": persons,
+    return {"name": f"{detector_name} + {pose_model.name}", "frames": count, "person_frames": persons,
             "seconds": total, "fps": count / total, "person_fps": persons / total,
             "stage_seconds": seconds}
 
 
+@dataclass
+class PoseRecorder:
+    """Keeps the keypoints of every result of the first ``num_frames`` frames (no images)."""
+
+    num_frames: int
+    frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __call__(self, result: FrameResult) -> None:
+        if result.frame.index < self.num_frames:
+            poses = result.poses
+            self.frames[result.frame.index] = (poses.boxes_xyxy.copy(), poses.keypoints_xy.copy(),
+                                               poses.keypoint_scores.copy(), poses.track_ids.copy())
+
+
+def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pseudo_file: Path) -> dict:
+    """PCK and jitter of recorded poses against a clip's pseudo-labels.
+
+    Each pseudo-labelled person (``static_track`` ones left out, as in ``posecli eval``) is matched
+    to at most one predicted pose of its frame (Hungarian on box IoU, at least ``MATCH_IOU``).
+    PCK (:func:`posecli.metrics.pck`, joints with confidence ≥ 0.3, normalised by the pseudo box's
+    ``sqrt(w·h)``) is given over the matched persons (``pck``) and with unmatched persons' joints
+    counted wrong (``pck_all``). Jitter (:func:`posecli.metrics.jitter`) follows the matched
+    predictions along each pseudo-label track, as ``evaluate_video`` does; ``reference_jitter`` is
+    the pseudo-labels' own.
+
+    Args:
+        recorded: frame index → (boxes N×4, keypoints N×K×2, scores N×K, track ids N).
+        pseudo_file: ``<clip>.pseudo.json`` (COCO-video style).
+
+    Returns:
+        ``{"persons", "matched", "recall", "pck", "pck_all", "jitter", "jitter_median",
+        "reference_jitter"}``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from posecli.metrics import box_size, jitter, pck
+    from posecli.track import box_iou
+
+    try:
+        data = json.loads(Path(pseudo_file).read_text())
+        frame_of = {image["id"]: int(image["frame_index"]) for image in data["images"]}
+        annotations = [a for a in data["annotations"] if not a.get("static_track", False)]
+        rows = [(frame_of[a["image_id"]], int(a.get("track_id", -1)), np.asarray(a["bbox"], np.float64),
+                 np.asarray(a["keypoints"], np.float64).reshape(-1, 3)) for a in annotations]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PoseCliError(f"{pseudo_file}: not a video pseudo-label file ({exc})") from None
+    rows = [r for r in rows if r[0] in recorded]
+    if not rows:
+        raise PoseCliError(f"{pseudo_file}: no labelled frame among the frames that were run")
+    by_frame: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_frame[row[0]].append(i)
+    reference = np.stack([r[3] for r in rows])
+    sizes = np.array([float(box_size(r[2])) for r in rows])
+    valid = reference[..., 2] >= PSEUDO_CONFIDENCE
+    predicted = np.full((len(rows), reference.shape[1], 2), np.nan)
+    matched = np.zeros(len(rows), bool)
+    for frame, members in by_frame.items():
+        boxes, keypoints = recorded[frame][0], recorded[frame][1]
+        if len(boxes) == 0:
+            continue
+        xywh = np.stack([rows[i][2] for i in members])
+        truth = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        iou = box_iou(truth, boxes)
+        for r, c in zip(*linear_sum_assignment(-iou)):
+            if iou[r, c] >= MATCH_IOU:
+                predicted[members[r]] = keypoints[c]
+                matched[members[r]] = True
+    tracks: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        tracks[row[1]].append(i)
+    frames = np.array([r[0] for r in rows])
+
+    def track_jitter(xy: np.ndarray, use: np.ndarray) -> dict:
+        return jitter([(xy[idx], frames[idx], sizes[idx], valid[idx]) for idx in
+                       (np.array([i for i in members if use[i]], np.int64) for members in tracks.values())
+                       if len(idx)])
+
+    far = np.where(matched[:, None, None], predicted, np.inf)  # unmatched persons: every joint wrong
+    ours = track_jitter(np.nan_to_num(predicted), matched)
+    return {
+        "pseudo_labels": str(pseudo_file), "persons": len(rows), "matched": int(matched.sum()),
+        "recall": float(matched.mean()),
+        "pck": pck(predicted[matched], reference[matched, :, :2], valid[matched], sizes[matched])
+        if matched.any() else None,
+        "pck_all": pck(far, reference[..., :2], valid, sizes),
+        "jitter": ours["jitter"], "jitter_median": ours["jitter_median"],
+        "reference_jitter": track_jitter(reference[..., :2], np.ones(len(rows), bool))["jitter"],
+    }
+
+
 def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: bool = True,
-              baseline_dirs: tuple[Path, ...] = ()) -> dict:
-    """Time the full pipeline (and the baseline) on ``path``; returns the JSON-able report."""
+              baseline_dirs: tuple[Path, ...] = (), pseudo_labels: Path | None = None) -> dict:
+    """Time the full pipeline (and the baseline) on ``path``; returns the JSON-able report.
+
+    Args:
+        path: a video file.
+        config: the pipeline's options.
+        repeat: feed the clip this many times as one stream.
+        baseline: also time YOLOX-nano + MoveNet Lightning on the same clip (same repeat).
+        baseline_dirs: where to look for MoveNet's ``.tflite``.
+        pseudo_labels: score the poses of the clip's first pass against this ``.pseudo.json``.
+    """
     import torch
 
-    from posecli.pipeline import Pipeline
+    from posecli.pipeline import Pipeline, StageTimes
 
     pipeline = Pipeline(config)
+    model = pipeline.model
     frames, info = repeated_frames(path, repeat)
+    # One call on blank crops first: one-off costs (kernel selection, lazy CUDA init, allocator
+    # growth) are not what a long video pays per frame.
+    model.heatmaps(np.zeros((1, model.window, *model.input_hw, 3), np.uint8))
+    if pipeline.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = current_rss_mib()
+    recorder = PoseRecorder(info.num_frames // repeat) if pseudo_labels is not None else None
+    times = StageTimes(sync_cuda=pipeline.device == "cuda")
     with tempfile.TemporaryDirectory(prefix="posecli-bench-") as out_dir:
-        summary = pipeline.write(frames, info, out_dir, Path(path).stem)
+        summary = pipeline.write(frames, info, out_dir, Path(path).stem, times=times, observe=recorder)
     report = {
         "format": "posecli-bench/1",
         "input": str(path), "repeat": repeat, "frames": summary.frames,
@@ -91,12 +232,17 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
         "fps": summary.frames / summary.seconds,
         "person_fps": summary.poses / summary.seconds,
         "stage_seconds": {k: round(v, 4) for k, v in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1])},
+        "overlapped_stages": ["decode", "detect"] if config.prefetch > 0 else [],
+        "rss_before_run_mib": round(rss_before, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "settings": {
-            "device": pipeline.device, "dtype": str(pipeline.model.predictor.dtype).replace("torch.", ""),
-            "window": pipeline.model.window, "steps": pipeline.model.info.steps,
-            "batch_size": config.batch_size, "threads": torch.get_num_threads(),
-            "detector": config.detector, "model": pipeline.model_info.name,
+            "device": pipeline.device, "dtype": str(model.dtype).replace("torch.", ""),
+            "window": model.window, "steps": model.info.steps,
+            "batch_size": model.batch_size, "threads": pipeline.threads,
+            "neighbour_crops": config.neighbour_crops, "detect_every": pipeline.detect_every,
+            "prefetch": config.prefetch,
+            "detector": "boxes file" if config.boxes_file is not None else config.detector,
+            "model": pipeline.model_info.name,
         },
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__},
@@ -104,10 +250,13 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
     if pipeline.device == "cuda":
         report["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         report["machine"]["gpu"] = torch.cuda.get_device_name(0)
+    if recorder is not None:
+        report["accuracy"] = score_against_pseudo_labels(recorder.frames, pseudo_labels)
     if baseline:
         from posecli.baselines import load_baseline
 
-        base = time_baseline(path, pipeline.make_detector(), load_baseline("movenet", baseline_dirs), repeat)
+        base = time_baseline(path, pipeline.make_detector(), load_baseline("movenet", baseline_dirs), repeat,
+                             detector_name=report["settings"]["detector"])
         report["baseline"] = base
         report["speed_ratio_vs_baseline"] = round(report["fps"] / base["fps"], 3)
     return report

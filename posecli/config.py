@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# How the neighbour frames of a window are cropped (see ``posecli.pipeline``).
+NEIGHBOUR_CROPS = ("key", "own")
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
@@ -21,6 +24,16 @@ class PipelineConfig:
     """Everything the pipeline needs that is not an input path.
 
     ``window`` and ``steps`` of ``None`` take the values recorded in the weights.
+
+    Speed options (``posecli.pipeline`` explains them; README "Speed" has the measured costs):
+    ``batch_size`` None sizes batches itself (16 on a CPU, from the free memory on a GPU);
+    ``dtype`` "auto" is bfloat16 autocast where the hardware has it, else float32 (CPU) or
+    float16 (older GPUs); ``neighbour_crops`` "key" crops a window's frames with the key frame's
+    box (the paper), "own" with each frame's own box so the backbone runs once per (frame, box);
+    ``detect_every`` k runs the detector on every k-th frame and moves the tracked persons' boxes
+    in between; ``prefetch`` frames are decoded and detected ahead in a background thread (0: no
+    thread); ``threads`` is the model's CPU thread count (None: the cores, less one for the
+    prefetch thread).
     """
 
     weights: Path | None = None
@@ -28,7 +41,12 @@ class PipelineConfig:
     window: int | None = None
     steps: int | None = None
     seed: int = 0
-    batch_size: int = 16  # person-windows per model call
+    batch_size: int | None = None  # person-windows per model call; None: automatic
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    neighbour_crops: str = "key"  # key | own
+    detect_every: int = 1
+    prefetch: int = 4
+    threads: int | None = None
     detector: str = "yolox-nano"
     detector_weights: Path | None = None
     boxes_file: Path | None = None

@@ -4,13 +4,33 @@
 inputs. ``Pipeline.poses(path)`` streams :class:`~posecli.types.FrameResult` objects (for use as a
 library); ``Pipeline.process(path, out_dir)`` writes them to the output files.
 
-Memory stays flat in video length: frames are read one at a time, the temporal window keeps only
-the 2δ+1 frames it needs, key frames are batched up to a fixed number of person-windows, and the
-sinks stream.
+How the work is laid out (see ``PipelineConfig`` for the options):
+
+* Decoding and detection run in a background thread, a few frames ahead of the pose model
+  (``prefetch``; OpenCV, decord and torch release the GIL), so they overlap with model work.
+* Key frames are batched: person-windows of several key frames go through the model together
+  (``batch_size``); crops go to the device as uint8 and features stay there until the heatmaps
+  come back, once per batch.
+* ``neighbour_crops="key"`` crops every frame of a window with the key frame's box (as in the
+  DiffPose paper): T backbone passes per person and frame. ``"own"`` crops each neighbour with its
+  own box (the neighbour's detection that overlaps the key box most, IoU ≥ 0.3, else the key box),
+  so a (frame, box) crop is shared by the T windows that contain it and goes through the
+  backbone once: its features are cached while the frame is inside the window.
+* ``detect_every=k`` runs the detector on every k-th frame; the frames in between get the boxes of
+  the persons tracked in the latest frame whose poses are known, moved by their motion
+  (``posecli.propagate``). Those poses are δ+1 frames old (δ = window // 2): a key frame's window
+  needs δ later frames, so the batch is estimated and tracked before such a frame is cropped.
+
+Memory stays flat in video length: the background thread holds at most ``prefetch`` frames, the
+temporal window the 2δ+1 frames it needs, key frames wait for a batch up to a fixed number of
+person-windows or ``MAX_PENDING_FRAMES`` frames, cached features are dropped when their frame
+leaves the window, and the sinks stream.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,35 +39,56 @@ from pathlib import Path
 import numpy as np
 
 from posecli import weights as weights_lib
-from posecli.config import PipelineConfig
+from posecli.config import NEIGHBOUR_CROPS, PipelineConfig
 from posecli.crop import crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
 from posecli.errors import PoseCliError
+from posecli.prefetch import prefetch
+from posecli.propagate import BoxPropagator
 from posecli.sinks import make_sinks, output_paths
 from posecli.smooth import KINDS as SMOOTHING_KINDS
 from posecli.smooth import PoseSmoother
-from posecli.track import PoseTracker, drop_short_tracks
+from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import Detections, Frame, FrameResult, ModelInfo, Poses, SourceInfo
 from posecli.video import open_source
 from posecli.window import TemporalWindows, Window
 
 
-# Key frames held back waiting for a full batch; bounds memory when frames have no people.
+# Key frames held back waiting for a full batch; bounds memory when frames have few people.
 MAX_PENDING_FRAMES = 32
+# A neighbour frame's detection is the key frame's person when their boxes overlap this much.
+NEIGHBOUR_MIN_IOU = 0.3
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames expected)
 
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage, accumulated over a run."""
+    """Seconds spent per stage, accumulated over a run (thread-safe).
+
+    Decoding and detection run in the prefetch thread, so their seconds overlap the model's;
+    "wait" is the time the model's thread waited for them.
+
+    Attributes:
+        seconds: stage name → seconds.
+        sync_cuda: wait for queued CUDA work before reading the clock, so that GPU time lands in
+            the stage that queued it (the benchmark sets it; it costs a little overlap).
+    """
 
     seconds: dict[str, float] = field(default_factory=dict)
+    sync_cuda: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stage: str, since: float) -> float:
+        """Add the time from ``since`` (a ``perf_counter`` value) to now to ``stage``; returns now."""
+        if self.sync_cuda:
+            import torch
+
+            torch.cuda.synchronize()
         now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
 
 
@@ -65,6 +106,20 @@ class RunSummary:
     stage_seconds: dict[str, float]
 
 
+@dataclass(frozen=True, eq=False)
+class _Item:
+    """One frame inside the temporal window: its stream position, image and person boxes."""
+
+    position: int
+    frame: Frame
+    detections: Detections
+
+
+# Key of a crop's features: (stream position, box index) for a frame cropped with its own box i,
+# (stream position, -1 - person, key position) for a frame cropped with a key frame's box.
+CropKey = tuple[int, ...]
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
     import torch
@@ -76,6 +131,24 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda"):
         raise PoseCliError(f"--device must be auto, cpu or cuda, not {device!r}")
     return device
+
+
+def resolve_threads(config: PipelineConfig, device: str) -> int:
+    """Intra-op threads of the pose model on the CPU.
+
+    ``config.threads`` if given; otherwise one core is left to the prefetch thread (decoding and
+    detection) when there is one and the model runs on the CPU. On the 2-core development machine
+    one model thread beside the prefetch thread beat two by a wide margin (OpenMP threads that
+    share a core with other busy threads wait for each other at every operator).
+    """
+    import os
+
+    if config.threads is not None:
+        return config.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device == "cpu" and config.prefetch > 0:
+        return max(cores - 1, 1)
+    return cores
 
 
 class Pipeline:
@@ -95,15 +168,31 @@ class Pipeline:
 
         if config.smooth not in SMOOTHING_KINDS:
             raise PoseCliError(f"--smooth must be one of {', '.join(SMOOTHING_KINDS)}, not {config.smooth!r}")
+        if config.neighbour_crops not in NEIGHBOUR_CROPS:
+            raise PoseCliError(f"--neighbour-crops must be one of {', '.join(NEIGHBOUR_CROPS)}, "
+                               f"not {config.neighbour_crops!r}")
+        if config.detect_every < 1:
+            raise PoseCliError(f"--detect-every must be at least 1, not {config.detect_every}")
+        if config.prefetch < 0:
+            raise PoseCliError(f"--prefetch must be 0 (off) or more frames, not {config.prefetch}")
+        if config.threads is not None and config.threads < 1:
+            raise PoseCliError(f"--threads must be at least 1, not {config.threads}")
         self.config = config
         self.device = resolve_device(config.device)
+        self.threads = resolve_threads(config, self.device)
         self.model = load_pose_model(config.weights, device=self.device, window=config.window,
-                                     steps=config.steps, seed=config.seed, batch_size=config.batch_size)
+                                     steps=config.steps, seed=config.seed, batch_size=config.batch_size,
+                                     dtype=config.dtype)
         self._detector: PersonDetector | None = None
 
     @property
     def model_info(self) -> ModelInfo:
         return self.model.info
+
+    @property
+    def detect_every(self) -> int:
+        """Frames per detector run; boxes from a file (``--boxes``) are used on every frame."""
+        return 1 if self.config.boxes_file is not None else self.config.detect_every
 
     def make_detector(self) -> PersonDetector:
         if self.config.boxes_file is not None:
@@ -118,64 +207,177 @@ class Pipeline:
 
     # -- streaming core ----------------------------------------------------------------------
 
-    def _estimate(self, batch: list[tuple[Frame, list[Frame], Detections]], times: StageTimes) -> Iterator[FrameResult]:
-        """Run the pose model on every person of a batch of key frames."""
+    def _detected(self, frames: Iterable[Frame], detector: PersonDetector, times: StageTimes
+                  ) -> Iterator[tuple[int, Frame, Detections | None]]:
+        """(stream position, frame, detections or None where the detector skips the frame).
+
+        Runs in the prefetch thread: decoding happens while this generator waits for ``frames``.
+        """
+        every = self.detect_every
+        t0 = time.perf_counter()
+        for position, frame in enumerate(frames):
+            t0 = times.add("decode", t0)
+            detections = None
+            if position % every == 0:
+                detections = detector(frame)
+                times.add("detect", t0)
+            yield position, frame, detections
+            t0 = time.perf_counter()
+
+    def _crop_plan(self, windows: list[Window[_Item]]) -> tuple[list[list[CropKey]], dict[CropKey, tuple[np.ndarray, np.ndarray]],
+                                                             list[np.ndarray], list[int]]:
+        """Which crop each frame of each person-window uses.
+
+        Returns:
+            ``plan``: per person-window (in window order, then box order) its T crop keys;
+            ``crops``: crop key → (frame image, frame→crop affine) for every key used;
+            ``matrices``: per person-window the key frame's affine (keypoints are mapped back
+            through it); ``owners``: per person-window the index of its window.
+        """
+        input_hw = self.model.input_hw
+        own = self.config.neighbour_crops == "own"
+        plan: list[list[CropKey]] = []
+        crops: dict[CropKey, tuple[np.ndarray, np.ndarray]] = {}
+        matrices: list[np.ndarray] = []
+        owners: list[int] = []
+        for w, window in enumerate(windows):
+            key = window.key
+            boxes = key.detections.boxes_xyxy
+            for person, box in enumerate(boxes):
+                key_matrix = crop_transform(box, input_hw)
+                keys: list[CropKey] = []
+                for item in window.items:
+                    match = -1
+                    if own:
+                        match = person if item is key else _best_match(box, item.detections.boxes_xyxy)
+                    if match >= 0:
+                        crop_key: CropKey = (item.position, match)
+                        if crop_key not in crops:
+                            crops[crop_key] = (item.frame.image,
+                                               crop_transform(item.detections.boxes_xyxy[match], input_hw))
+                    else:
+                        crop_key = (item.position, -1 - person, key.position)
+                        crops.setdefault(crop_key, (item.frame.image, key_matrix))
+                    keys.append(crop_key)
+                plan.append(keys)
+                matrices.append(key_matrix)
+                owners.append(w)
+        return plan, crops, matrices, owners
+
+    def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, object],
+                  times: StageTimes) -> list[tuple[int, FrameResult]]:
+        """Run the pose model on every person of a batch of windows; (position, result) per window.
+
+        ``cache`` maps crop keys to backbone features computed for earlier batches; it is updated
+        with this batch's and pruned to the crops later windows can still use.
+        """
+        import torch
+
         t0 = time.perf_counter()
         input_hw = self.model.input_hw
-        crops, matrices, owners = [], [], []
-        for i, (_, frames, detections) in enumerate(batch):
-            for box in detections.boxes_xyxy:
-                matrix = crop_transform(box, input_hw)
-                # Every frame of the window is cropped with the key frame's box (as in the paper).
-                crops.append(np.stack([warp_crop(f.image, matrix, input_hw) for f in frames]))
-                matrices.append(matrix)
-                owners.append(i)
+        plan, crops, matrices, owners = self._crop_plan(windows)
+        todo = [k for k in crops if k not in cache]
+        images = [warp_crop(image, matrix, input_hw) for image, matrix in (crops[k] for k in todo)]
         t0 = times.add("crop", t0)
-        if crops:
-            heatmaps = self.model.heatmaps(np.stack(crops), times)
-            t0 = time.perf_counter()
+        if todo:
+            features = self.model.features(np.stack(images))
+            cache.update(zip(todo, features))
+            t0 = times.add("backbone", t0)
+        if plan:
+            stacked = torch.stack([torch.stack([cache[k] for k in keys]) for keys in plan])
+            heatmaps = self.model.heatmaps_from_features(stacked)
+            t0 = times.add("denoise", t0)
             xy_hm, scores = dark_decode(heatmaps)
             xy = heatmaps_to_frame(xy_hm, self.model.stride, np.stack(matrices))
             times.add("dark", t0)
+        # Later windows have later key frames, so they need frames from here on, own crops only.
+        first_needed = windows[-1].key.position + 1 - self.model.window // 2
+        for crop_key in [k for k in cache if len(k) == 3 or k[0] < first_needed]:
+            del cache[crop_key]
         owners_arr = np.asarray(owners, np.int64)
-        for i, (key, _, detections) in enumerate(batch):
-            mine = np.flatnonzero(owners_arr == i)
+        out = []
+        for w, window in enumerate(windows):
+            key = window.key
+            mine = np.flatnonzero(owners_arr == w)
             if len(mine) == 0:
-                yield FrameResult(key, Poses.empty())
+                out.append((key.position, FrameResult(key.frame, Poses.empty())))
                 continue
-            yield FrameResult(key, Poses(
+            detections = key.detections
+            out.append((key.position, FrameResult(key.frame, Poses(
                 detections.boxes_xyxy.astype(np.float32), detections.scores.astype(np.float32),
                 xy[mine].astype(np.float32), scores[mine].astype(np.float32),
-            ))
+            ))))
+        return out
+
+    def _stream(self, frames: Iterable[Frame], times: StageTimes,
+                tracker: PoseTracker | None) -> Iterator[FrameResult]:
+        """Poses per frame, in frame order; tracked when ``tracker`` is given.
+
+        With ``detect_every > 1`` the propagation needs track ids: without ``tracker`` a private
+        one is used and the results keep ``track_ids`` of -1.
+        """
+        import torch
+
+        propagator = BoxPropagator() if self.detect_every > 1 else None
+        keep_ids = tracker is not None
+        if propagator is not None and tracker is None:
+            tracking = self.config.tracking
+            tracker = PoseTracker(max_age=tracking.max_age, oks_threshold=tracking.oks_threshold,
+                                  iou_threshold=tracking.iou_threshold)
+        windows: TemporalWindows[_Item] = TemporalWindows(self.model.window)
+        pending: list[Window[_Item]] = []
+        persons = 0
+        cache: dict[CropKey, object] = {}
+
+        def flush() -> Iterator[FrameResult]:
+            nonlocal pending, persons
+            if not pending:
+                return
+            batch, pending, persons = pending, [], 0
+            for position, result in self._estimate(batch, cache, times):
+                if tracker is not None:
+                    t0 = time.perf_counter()
+                    tracked = tracker.update(result.poses)
+                    times.add("track", t0)
+                    if propagator is not None:
+                        propagator.update(position, tracked)
+                    if keep_ids:
+                        result = FrameResult(result.frame, tracked)
+                yield result
+
+        def ready(items: Iterable[Window[_Item]]) -> Iterator[FrameResult]:
+            nonlocal persons
+            for window in items:
+                pending.append(window)
+                persons += len(window.key.detections)
+                if persons >= self.model.batch_size or len(pending) >= MAX_PENDING_FRAMES:
+                    yield from flush()
+
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.config.prefetch)
+        try:
+            with contextlib.closing(stream):
+                t0 = time.perf_counter()
+                for position, frame, detections in stream:
+                    if self.config.prefetch:
+                        times.add("wait", t0)
+                    if detections is None:
+                        # The latest poses must be known (and tracked) before they are propagated.
+                        yield from flush()
+                        t0 = time.perf_counter()
+                        detections = propagator.boxes(position, frame.image.shape[:2])
+                        times.add("propagate", t0)
+                    yield from ready(windows.push(_Item(position, frame, detections)))
+                    t0 = time.perf_counter()
+            yield from ready(windows.flush())
+            yield from flush()
+        finally:
+            torch.set_num_threads(previous_threads)
 
     def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order."""
-        times = times if times is not None else StageTimes()
-        detector = self.make_detector()
-        windows: TemporalWindows[tuple[Frame, Detections]] = TemporalWindows(self.model.window)
-        batch: list[tuple[Frame, list[Frame], Detections]] = []
-        persons = 0
-
-        def ready(items: Iterable[Window[tuple[Frame, Detections]]]) -> Iterator[FrameResult]:
-            nonlocal batch, persons
-            for window in items:
-                key, detections = window.key
-                batch.append((key, [frame for frame, _ in window.items], detections))
-                persons += len(detections)
-                if persons >= self.config.batch_size or len(batch) >= MAX_PENDING_FRAMES:
-                    yield from self._estimate(batch, times)
-                    batch, persons = [], 0
-
-        t0 = time.perf_counter()
-        for frame in frames:
-            t0 = times.add("decode", t0)
-            detections = detector(frame)
-            t0 = times.add("detect", t0)
-            yield from ready(windows.push((frame, detections)))
-            t0 = time.perf_counter()
-        yield from ready(windows.flush())
-        if batch:
-            yield from self._estimate(batch, times)
+        yield from self._stream(frames, times if times is not None else StageTimes(), tracker=None)
 
     def poses(self, path: str | Path, times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Stream tracked poses of one input (video file or image folder), frame by frame."""
@@ -188,15 +390,7 @@ class Pipeline:
         tracker = PoseTracker(max_age=tracking.max_age, oks_threshold=tracking.oks_threshold,
                               iou_threshold=tracking.iou_threshold)
         smoother = PoseSmoother(self.config.smooth)
-
-        def track(results: Iterable[FrameResult]) -> Iterator[FrameResult]:
-            for result in results:
-                t0 = time.perf_counter()
-                tracked = FrameResult(result.frame, tracker.update(result.poses))
-                times.add("track", t0)
-                yield tracked
-
-        stream = track(self.untracked(frames, times))
+        stream = self._stream(frames, times, tracker)
         stream = drop_short_tracks(stream, tracking.min_track_length, max_age=tracking.max_age)
         yield from smoother.smooth(stream)
 
@@ -230,14 +424,19 @@ class Pipeline:
                           stage_seconds=summary.stage_seconds)
 
     def write(self, frames: Iterable[Frame], info: SourceInfo, out_dir: str | Path, stem: str,
-              progress: ProgressCallback | None = None) -> RunSummary:
+              progress: ProgressCallback | None = None, times: StageTimes | None = None,
+              observe: Callable[[FrameResult], None] | None = None) -> RunSummary:
         """Estimate tracked poses for a stream of frames and write the outputs named ``stem``.
+
+        Args:
+            times: collects the seconds per stage (a fresh one by default; the summary has them).
+            observe: called with every result as it is written (e.g. to score it).
 
         Raises:
             PoseCliError: no frame in the stream, unwritable output folder.
         """
         start = time.perf_counter()
-        times = StageTimes()
+        times = times if times is not None else StageTimes()
         sinks = make_sinks(Path(out_dir), stem, self.config.formats, self.config.overlay,
                            info, self.model_info, score_threshold=self.config.keypoint_threshold)
         count = poses = 0
@@ -251,6 +450,8 @@ class Pipeline:
                 count += 1
                 poses += len(result.poses)
                 track_ids.update(int(t) for t in result.poses.track_ids)
+                if observe is not None:
+                    observe(result)
                 if progress is not None:
                     progress(count, max(info.num_frames, count))
             if count == 0:
@@ -268,3 +469,12 @@ class Pipeline:
             seconds=time.perf_counter() - start, outputs=tuple(s.path for s in sinks),
             truncated=False, stage_seconds=dict(times.seconds),
         )
+
+
+def _best_match(box: np.ndarray, boxes: np.ndarray) -> int:
+    """Index of the box in ``boxes [M, 4]`` overlapping ``box [4]`` most (IoU ≥ 0.3), else -1."""
+    if len(boxes) == 0:
+        return -1
+    iou = box_iou(np.asarray(box)[None], boxes)[0]
+    best = int(np.argmax(iou))
+    return best if iou[best] >= NEIGHBOUR_MIN_IOU else -1

@@ -43,6 +43,10 @@ def _output_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")) for p in paths}
 
 
+def _print_error(console: Console, exc: Exception) -> None:
+    console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+
+
 class _FpsColumn(TextColumn):
     def __init__(self) -> None:
         super().__init__("")
@@ -74,7 +78,7 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
         try:
             paths.extend(expand_inputs([path]))
         except PoseCliError as exc:
-            console.print(f"error: {exc}", markup=False, highlight=False)
+            _print_error(console, exc)
             failures += 1
     if not paths:
         return failures
@@ -98,7 +102,7 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
                                            progress=lambda done, total: progress.update(task, completed=done, total=total))
             except PoseCliError as exc:
                 progress.remove_task(task)
-                console.print(f"error: {exc}", markup=False, highlight=False)
+                _print_error(console, exc)
                 failures += 1
                 table.add_row(str(path), "-", "-", "-", "-", "-", "failed")
                 continue

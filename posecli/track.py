@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -30,6 +30,12 @@ from scipy.optimize import linear_sum_assignment
 from .types import COCO_SIGMAS, FrameResult, Poses
 
 _INADMISSIBLE = 1e6  # cost of a pair that fails the gates; never accepted after the assignment
+# Where a lost track is looked for, as fractions of its constant-velocity displacement: where it
+# was last seen (a person who stopped behind an occluder), where the motion model says (one who
+# kept walking), and half way (one who slowed down, or whose velocity was overestimated: over a
+# long gap a small velocity error grows into a large position error).
+_LOST_MOTION = (0.0, 0.5, 1.0)
+_STRICT_LOST = True
 
 
 @dataclass
@@ -42,17 +48,19 @@ class _Track:
     keypoint_velocity: np.ndarray  # [K, 2] px per frame
     last_frame: int  # tracker frame count of the last observation
     hits: int = 1
+    centres: deque = field(default_factory=deque)  # (frame, box centre [2]) of recent observations
 
-    def predict(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, frame: int, motion: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Box ``[4]`` and keypoints ``[K, 2]`` extrapolated to ``frame``.
 
-        The whole body moves with the box centre's velocity; each joint's own motion relative to
-        the body is applied for one frame at most, because limbs swing back and forth and a
-        constant-velocity limb over a long occlusion drifts off.
+        The whole body moves with the box centre's velocity, scaled by ``motion`` (1 = constant
+        velocity, 0 = stays where last seen); each joint's own motion relative to the body is
+        applied for one frame at most, because limbs swing back and forth and a constant-velocity
+        limb over a long occlusion drifts off.
         """
         dt = frame - self.last_frame
-        shift = self.centre_velocity * dt
-        relative = (self.keypoint_velocity - self.centre_velocity) * min(dt, 1)
+        shift = self.centre_velocity * dt * motion
+        relative = (self.keypoint_velocity - self.centre_velocity) * min(dt, 1) * motion
         return self.box + np.tile(shift, 2), self.keypoints + shift + relative
 
 
@@ -111,27 +119,35 @@ class PoseTracker:
             unsure for OKS).
         iou_weight: weight of box IoU in the matching similarity ``(1-w)·OKS + w·IoU``.
         keypoint_threshold: joints below this score are left out of OKS and of joint velocities.
-        velocity_smoothing: weight of the newest velocity in its running average (1 = last
+        velocity_smoothing: weight of the newest joint velocity in its running average (1 = last
             displacement only).
+        velocity_window: the body (box centre) velocity is the least-squares slope of the
+            centre over the observations of the last ``velocity_window`` frames: a detector box
+            wobbles with the limbs, and one frame's displacement, extrapolated over a long
+            occlusion, would send the prediction far off.
         min_track_length: shortest track worth keeping, used by :meth:`postfilter` (the online
             :meth:`update` cannot know a track's length yet).
     """
 
     def __init__(self, max_age: int = 30, oks_threshold: float = 0.3, iou_weight: float = 0.3,
                  min_track_length: int = 1, iou_threshold: float = 0.3,
-                 keypoint_threshold: float = 0.3, velocity_smoothing: float = 0.5) -> None:
+                 keypoint_threshold: float = 0.3, velocity_smoothing: float = 0.5,
+                 velocity_window: int = 10) -> None:
         if max_age < 0:
             raise ValueError("max_age must be >= 0")
         if not 0.0 <= iou_weight <= 1.0:
             raise ValueError("iou_weight must be in [0, 1]")
         if not 0.0 < velocity_smoothing <= 1.0:
             raise ValueError("velocity_smoothing must be in (0, 1]")
+        if velocity_window < 1:
+            raise ValueError("velocity_window must be >= 1")
         self.max_age = max_age
         self.oks_threshold = oks_threshold
         self.iou_threshold = iou_threshold
         self.iou_weight = iou_weight
         self.keypoint_threshold = keypoint_threshold
         self.velocity_smoothing = velocity_smoothing
+        self.velocity_window = velocity_window
         self.min_track_length = max(int(min_track_length), 1)
         self._tracks: list[_Track] = []
         self._next_id = 1
@@ -173,7 +189,7 @@ class PoseTracker:
             if not tracks or free.size == 0:
                 continue
             sim, admissible = self._similarity(tracks, frame, boxes[free], xy[free], scores[free],
-                                               with_last_seen=stage == 1)
+                                               lost=stage == 1)
             rows, cols = linear_sum_assignment(np.where(admissible, -sim, _INADMISSIBLE))
             matched = []
             for r, c in zip(rows, cols):
@@ -187,6 +203,7 @@ class PoseTracker:
         for det in free:
             track = _Track(self._next_id, boxes[det].copy(), xy[det].copy(), scores[det].copy(),
                            np.zeros(2), np.zeros_like(xy[det]), frame)
+            track.centres.append((frame, _centre(boxes[det])))
             self._tracks.append(track)
             ids[det] = track.track_id
             self._next_id += 1
@@ -197,12 +214,16 @@ class PoseTracker:
         return drop_short_tracks(results, self.min_track_length, self.max_age)
 
     def _similarity(self, tracks: list[_Track], frame: int, boxes: np.ndarray, xy: np.ndarray,
-                    scores: np.ndarray, with_last_seen: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Similarity ``[T, D]`` of tracks and poses, and which pairs pass the gates."""
-        predicted = [t.predict(frame) for t in tracks]
-        candidates = [(np.stack([p[0] for p in predicted]), np.stack([p[1] for p in predicted]))]
-        if with_last_seen:
-            candidates.append((np.stack([t.box for t in tracks]), np.stack([t.keypoints for t in tracks])))
+                    scores: np.ndarray, lost: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Similarity ``[T, D]`` of tracks and poses, and which pairs pass the gates.
+
+        Each track is compared at each of its predictions ``motions`` (fractions of the
+        constant-velocity displacement, see :meth:`_Track.predict`); the best one counts.
+        """
+        candidates = []
+        for motion in _LOST_MOTION if lost else (1.0,):
+            predicted = [t.predict(frame, motion) for t in tracks]
+            candidates.append((np.stack([p[0] for p in predicted]), np.stack([p[1] for p in predicted])))
         track_scores = np.stack([t.scores for t in tracks])
         best_sim = best_oks = best_iou = None
         for t_boxes, t_xy in candidates:
@@ -216,18 +237,34 @@ class PoseTracker:
                 best_sim = np.where(better, sim, best_sim)
                 best_oks = np.where(better, oks, best_oks)
                 best_iou = np.where(better, iou, best_iou)
-        admissible = (best_oks >= self.oks_threshold) | (best_iou >= self.iou_threshold)
-        return np.nan_to_num(best_sim), admissible
+        admissible = best_oks >= self.oks_threshold
+        iou_ok = best_iou >= self.iou_threshold
+        if lost and _STRICT_LOST:
+            # After a gap, box overlap alone is weak evidence (another person, or a stray box,
+            # may stand where the lost one was): it only counts for poses that share no
+            # confident joint with the track, where OKS cannot tell.
+            common = ((track_scores >= self.keypoint_threshold)[:, None]
+                      & (scores >= self.keypoint_threshold)[None]).any(axis=-1)
+            iou_ok &= ~common
+        return np.nan_to_num(best_sim), admissible | iou_ok
 
     def _observe(self, track: _Track, frame: int, box: np.ndarray, xy: np.ndarray,
                  scores: np.ndarray) -> None:
         dt = frame - track.last_frame
-        centre_vel = (_centre(box) - _centre(track.box)) / dt
+        centre = _centre(box)
+        track.centres.append((frame, centre))
+        while track.centres[0][0] < frame - self.velocity_window:
+            track.centres.popleft()
+        if len(track.centres) < 2:  # back after a gap longer than the window: last displacement
+            track.centres.appendleft((track.last_frame, _centre(track.box)))
+        frames = np.array([f for f, _ in track.centres], np.float64)
+        points = np.stack([c for _, c in track.centres])
+        frames -= frames.mean()
+        track.centre_velocity = frames @ (points - points.mean(axis=0)) / (frames @ frames)
         # Joints unsure in either observation move with the body instead of on their own.
         sure = (scores >= self.keypoint_threshold) & (track.scores >= self.keypoint_threshold)
-        joint_vel = np.where(sure[:, None], (xy - track.keypoints) / dt, centre_vel)
+        joint_vel = np.where(sure[:, None], (xy - track.keypoints) / dt, track.centre_velocity)
         a = 1.0 if track.hits == 1 else self.velocity_smoothing
-        track.centre_velocity = a * centre_vel + (1.0 - a) * track.centre_velocity
         track.keypoint_velocity = a * joint_vel + (1.0 - a) * track.keypoint_velocity
         track.box, track.keypoints, track.scores = box.copy(), xy.copy(), scores.copy()
         track.last_frame = frame
