@@ -189,3 +189,31 @@ def test_image_folder_input_records_file_names(env, tmp_path, shared_dir):
     assert doc["source"]["kind"] == "images"
     assert [f["file"] for f in doc["frames"]] == ["000000000785.jpg", "000000040083.jpg"]
     assert all(len(f["poses"]) >= 1 for f in doc["frames"])
+
+
+def test_interrupted_run_leaves_no_files(env, tmp_path):
+    from posecli import Pipeline, PipelineConfig
+
+    video = blank_video(tmp_path / "blank.mp4")
+    out = tmp_path / "out"
+    pipeline = Pipeline(PipelineConfig(formats=("json", "jsonl", "csv", "npz"), overlay=True))
+
+    def interrupt(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.process(video, out, progress=interrupt)
+    assert list(out.iterdir()) == []
+
+
+def test_python_api_streams_tracked_poses(env, tmp_path):
+    from posecli import Pipeline, PipelineConfig
+
+    video = blank_video(tmp_path / "blank.mp4")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"frame": i, "bbox": [40 + i, 20, 50, 90]} for i in range(6)]))
+    results = list(Pipeline(PipelineConfig(boxes_file=boxes, window=3)).poses(video))
+    assert [r.frame.index for r in results] == list(range(6))
+    assert all(len(r.poses) == 1 and r.poses.track_ids[0] == results[0].poses.track_ids[0] for r in results)
+    assert results[0].poses.keypoints_xy.shape == (1, 17, 2)
