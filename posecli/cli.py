@@ -7,6 +7,7 @@ commands so that ``posecli --help`` stays fast.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -75,7 +76,23 @@ def run(
                                               "Default: from the weights."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="DDIM denoising steps. Default: from the weights."),
     seed: int = typer.Option(0, "--seed", help="Seed of the diffusion sampler."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Person-windows per model call."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
+                                             help="Person-windows per model call. Default: 16 on a CPU, "
+                                                  "from the free memory on a GPU."),
+    dtype: str = typer.Option("auto", "--dtype", help="Model precision: auto (bfloat16 where the hardware has "
+                                                      "it), float32, bfloat16 or float16 (GPU)."),
+    neighbour_crops: str = typer.Option("key", "--neighbour-crops",
+                                        help="Crop a window's neighbour frames with the key frame's box (key, "
+                                             "as in the paper) or their own (own: each crop through the "
+                                             "backbone once, faster)."),
+    detect_every: int = typer.Option(1, "--detect-every", min=1,
+                                     help="Run the detector on every k-th frame; boxes follow the tracked "
+                                          "persons in between."),
+    prefetch: int = typer.Option(4, "--prefetch", min=0,
+                                 help="Frames decoded and detected ahead in a background thread (0: none)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="CPU threads of the pose model. Default: the cores, less one "
+                                               "for decoding and detection."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint file."),
     detector: str = typer.Option("yolox-nano", "--detector", help="Person detector: yolox-nano or rtmdet-nano."),
     detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", help="Detector ONNX file."),
@@ -96,6 +113,7 @@ def run(
 
     config = PipelineConfig(
         weights=weights, device=device, window=window, steps=steps, seed=seed, batch_size=batch_size,
+        dtype=dtype, neighbour_crops=neighbour_crops, detect_every=detect_every, prefetch=prefetch, threads=threads,
         detector=detector, detector_weights=detector_weights, boxes_file=boxes,
         score_threshold=score_threshold,
         tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
@@ -166,6 +184,10 @@ def train(
     input_size: tuple[int, int] = typer.Option((256, 192), "--input-size", help="Model input height width."),
     face_teacher_weight: float = typer.Option(0.5, "--face-teacher-weight", min=0.0,
                                               help="Loss weight of teacher face labels on LSP-Extended (0: unused)."),
+    fg_weight: float = typer.Option(20.0, "--fg-weight", min=0.0,
+                                    help="Extra loss weight of heatmap peak pixels (0: plain L2)."),
+    high_t_fraction: float = typer.Option(0.5, "--high-t-fraction", min=0.0, max=1.0,
+                                          help="Share of samples with timesteps from the top 10% of the schedule."),
     device: str = typer.Option("auto", "--device"),
     amp: str = typer.Option("auto", "--amp", help="auto, none, bf16 or fp16 (CUDA)."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: torch's default)."),
@@ -176,6 +198,8 @@ def train(
     val_limit: int = typer.Option(100, "--val-limit", min=1),
 ) -> None:
     """Train a DiffPose checkpoint (CPU or CUDA; resumable)."""
+    # Spinning OpenMP threads made 2-thread training 4× slower on a busy 2-core machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from posecli.train.loop import DatasetSpec, TrainConfig
     from posecli.train.loop import train as train_model
 
@@ -184,7 +208,8 @@ def train(
         datasets=tuple(DatasetSpec.parse(item) for item in data), out_dir=out, val_json=val, steps=steps,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, stop_after=stop_after, resume=resume,
         init_checkpoint=init, window=window, frozen_stages=frozen_stages, input_size=tuple(input_size),
-        face_teacher_weight=face_teacher_weight, device=device, amp=amp, threads=threads,
+        face_teacher_weight=face_teacher_weight, fg_weight=fg_weight, high_t_fraction=high_t_fraction,
+        device=device, amp=amp, threads=threads,
         num_workers=num_workers, seed=seed, checkpoint_every=checkpoint_every, val_every=val_every,
         val_limit=val_limit,
     )
@@ -202,9 +227,19 @@ def bench(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     window: Optional[int] = typer.Option(None, "--window", min=1),
     steps: Optional[int] = typer.Option(None, "--steps", min=1),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: automatic."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (GPU)."),
+    neighbour_crops: str = typer.Option("key", "--neighbour-crops", help="key or own (see posecli run)."),
+    detect_every: int = typer.Option(1, "--detect-every", min=1, help="Run the detector on every k-th frame."),
+    prefetch: int = typer.Option(4, "--prefetch", min=0, help="Frames decoded and detected ahead (0: none)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of the pose model."),
     weights: Optional[Path] = typer.Option(None, "--weights"),
     detector_weights: Optional[Path] = typer.Option(None, "--detector-weights"),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Person boxes from a file instead of the detector "
+                                                               "(e.g. the clip's .pseudo.json)."),
+    pseudo_labels: Optional[Path] = typer.Option(None, "--pseudo-labels",
+                                                 help="Also score the poses against this .pseudo.json "
+                                                      "(PCK, jitter): the accuracy cost of the settings."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline",
                                   help="Also time YOLOX-nano + MoveNet Lightning on the same clip."),
     baseline_dir: list[Path] = typer.Option([], "--baseline-dir", help="Folder holding movenet's .tflite file."),
@@ -215,10 +250,12 @@ def bench(
     from posecli.runner import bench_and_print
 
     config = PipelineConfig(weights=weights, device=device, window=window, steps=steps, batch_size=batch_size,
-                            detector_weights=detector_weights)
+                            dtype=dtype, neighbour_crops=neighbour_crops, detect_every=detect_every,
+                            prefetch=prefetch, threads=threads, detector_weights=detector_weights,
+                            boxes_file=boxes)
     try:
         bench_and_print(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=tuple(baseline_dir),
-                        json_out=json_out)
+                        json_out=json_out, pseudo_labels=pseudo_labels)
     except PoseCliError as exc:
         _fail(str(exc))
 

@@ -152,12 +152,14 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
 
 
 def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline: bool,
-                    baseline_dirs: tuple[Path, ...], json_out: Path | None, console: Console | None = None) -> dict:
+                    baseline_dirs: tuple[Path, ...], json_out: Path | None, console: Console | None = None,
+                    pseudo_labels: Path | None = None) -> dict:
     """``posecli bench``: run the benchmark, print a table, optionally write the JSON report."""
     from posecli.bench import run_bench
     from posecli.evaluate import write_json_atomic
 
-    report = run_bench(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=baseline_dirs)
+    report = run_bench(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=baseline_dirs,
+                       pseudo_labels=pseudo_labels)
     console = console or Console()
     table = Table(title=f"posecli bench: {clip.name} ×{repeat}")
     table.add_column("what")
@@ -168,8 +170,20 @@ def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline
     table.add_row("frames/s", f"{report['fps']:.2f}")
     table.add_row("person-frames/s", f"{report['person_fps']:.2f}")
     for stage, seconds in report["stage_seconds"].items():
-        table.add_row(f"  {stage} s", f"{seconds:.2f} ({100 * seconds / report['seconds']:.0f}%)")
+        background = " (background thread)" if stage in report.get("overlapped_stages", ()) else ""
+        table.add_row(f"  {stage} s{background}", f"{seconds:.2f} ({100 * seconds / report['seconds']:.0f}%)")
     table.add_row("peak RSS MiB", f"{report['peak_rss_mib']:.0f}")
+    if "cuda_max_allocated_mib" in report:
+        table.add_row("CUDA max allocated MiB", f"{report['cuda_max_allocated_mib']:.0f}")
+    if "accuracy" in report:
+        accuracy = report["accuracy"]
+        for key in ("pck", "pck_all"):
+            if accuracy[key] is not None:
+                table.add_row(f"{key}@0.1 / @0.2 vs pseudo-labels", f"{accuracy[key]['pck@0.1']['overall']:.3f} / "
+                                                                 f"{accuracy[key]['pck@0.2']['overall']:.3f}")
+        table.add_row("persons matched", f"{accuracy['matched']} / {accuracy['persons']}")
+        if accuracy["jitter"] is not None:
+            table.add_row("jitter (pseudo-labels)", f"{accuracy['jitter']:.4f} ({accuracy['reference_jitter']:.4f})")
     for key, value in report["settings"].items():
         table.add_row(key, str(value))
     if "baseline" in report:

@@ -1,9 +1,10 @@
 """Stable person ids across frames: pose-aware Hungarian tracking with lost-track re-identification.
 
 Each frame's poses are matched to the tracks' *predicted* poses (constant-velocity motion of the
-box centre and of the joints) by a similarity that mixes OKS (COCO keypoint similarity, scaled by
-the box area) with box IoU; the assignment is Hungarian (``scipy.optimize.linear_sum_assignment``)
-and pairs below the gates are never matched. Matching is a two-stage cascade, as in DeepSORT:
+box centre, its velocity fitted over the last ``velocity_window`` frames, and of the joints) by
+a similarity that mixes OKS (COCO keypoint similarity, scaled by the box area) with box IoU; the
+assignment is Hungarian (``scipy.optimize.linear_sum_assignment``) and pairs below the gates are
+never matched. Matching is a two-stage cascade, as in DeepSORT:
 tracks seen in the previous frame are served first, then tracks that were lost for up to
 ``max_age`` frames compete for the remaining poses, compared both with their motion prediction and
 with their last seen pose (a person who stops behind an occluder is found where they were last
@@ -31,11 +32,9 @@ from .types import COCO_SIGMAS, FrameResult, Poses
 
 _INADMISSIBLE = 1e6  # cost of a pair that fails the gates; never accepted after the assignment
 # Where a lost track is looked for, as fractions of its constant-velocity displacement: where it
-# was last seen (a person who stopped behind an occluder), where the motion model says (one who
-# kept walking), and half way (one who slowed down, or whose velocity was overestimated: over a
-# long gap a small velocity error grows into a large position error).
-_LOST_MOTION = (0.0, 0.5, 1.0)
-_STRICT_LOST = True
+# was last seen (a person who stopped behind an occluder) and where the motion model says (one
+# who kept walking).
+_LOST_MOTION = (0.0, 1.0)
 
 
 @dataclass
@@ -237,16 +236,8 @@ class PoseTracker:
                 best_sim = np.where(better, sim, best_sim)
                 best_oks = np.where(better, oks, best_oks)
                 best_iou = np.where(better, iou, best_iou)
-        admissible = best_oks >= self.oks_threshold
-        iou_ok = best_iou >= self.iou_threshold
-        if lost and _STRICT_LOST:
-            # After a gap, box overlap alone is weak evidence (another person, or a stray box,
-            # may stand where the lost one was): it only counts for poses that share no
-            # confident joint with the track, where OKS cannot tell.
-            common = ((track_scores >= self.keypoint_threshold)[:, None]
-                      & (scores >= self.keypoint_threshold)[None]).any(axis=-1)
-            iou_ok &= ~common
-        return np.nan_to_num(best_sim), admissible | iou_ok
+        admissible = (best_oks >= self.oks_threshold) | (best_iou >= self.iou_threshold)
+        return np.nan_to_num(best_sim), admissible
 
     def _observe(self, track: _Track, frame: int, box: np.ndarray, xy: np.ndarray,
                  scores: np.ndarray) -> None:

@@ -169,3 +169,16 @@ def test_drop_short_tracks_streams_with_bounded_delay():
     assert len(out) == len(ids) and all(2 not in r.poses.track_ids for r in out)
     # the one-frame track 2 at frame 3 is decided after max_age + 1 more frames
     assert max(pulled) == len(ids) - 1
+
+
+@pytest.mark.parametrize("velocity_window, same_id", [(10, True), (1, False)])
+def test_body_velocity_is_robust_to_a_wobbling_box(velocity_window, same_id):
+    # A walker at 8 px/frame whose detected centre wobbles by ±5 px (swinging limbs) is hidden
+    # for 20 frames right after a wobble. The last displacement alone (18 px/frame) would put
+    # the prediction 200 px ahead of where the walker reappears; the slope over 10 frames does not.
+    wobble = [0, 5, 0, -5]
+    frames = [{"walker": (100 + 8 * t + wobble[t % 4], 300)} for t in range(14)]  # last wobble +5 at t=13
+    frames += [{}] * 20
+    frames += [{"walker": (100 + 8 * t, 300)} for t in range(34, 40)]
+    assigned = run(PoseTracker(velocity_window=velocity_window), frames)
+    assert (len(ids_of(assigned, "walker")) == 1) == same_id

@@ -180,6 +180,28 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(1.0, 100, 10, 0.1) == pytest.approx(0.1)
 
 
+def test_weighted_loss_reduces_to_the_plain_diffusion_loss():
+    from posecli.models.diffusion import NoiseSchedule, diffusion_loss
+    from posecli.train.loss import weighted_diffusion_loss
+
+    class Echo(torch.nn.Module):  # x̂0 = x_t / 2: a cheap stand-in with a t-dependent error
+        def forward(self, images, x_t, t):
+            return x_t * 0.5
+
+    schedule = NoiseSchedule(1000)
+    heatmaps, _ = gaussian_heatmaps(np.array([[20.0, 30.0], [5.0, 9.0]]), np.ones(2), (16, 12))
+    heatmaps = torch.from_numpy(np.stack([heatmaps, heatmaps[::-1]]))
+    vis = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    images = torch.zeros(2, 3, 3, 64, 48)
+
+    def loss(fn, **kw):
+        return float(fn(Echo(), schedule, images, heatmaps, vis, generator=torch.Generator().manual_seed(5), **kw))
+
+    assert loss(weighted_diffusion_loss) == pytest.approx(loss(diffusion_loss), rel=1e-6)
+    assert loss(weighted_diffusion_loss, fg_weight=20.0) != pytest.approx(loss(diffusion_loss), rel=1e-3)
+    assert loss(weighted_diffusion_loss, high_t_fraction=1.0) != pytest.approx(loss(diffusion_loss), rel=1e-3)
+
+
 def _tiny_config(shared_dir: Path, out: Path, steps: int) -> TrainConfig:
     data = shared_dir / "data"
     return TrainConfig(

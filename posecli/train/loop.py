@@ -9,8 +9,7 @@ Outputs under ``config.out_dir``:
                         rewritten at every checkpoint; ``step_XXXXXX.pt`` keeps each one.
     ``final.pt``        the inference checkpoint at the end of training.
 
-Run as ``python -m posecli.train.loop --help`` (a thin runner for background jobs; the
-``posecli train`` command builds the same :class:`TrainConfig`).
+Run with ``posecli train`` (see ``posecli train --help``), which builds a :class:`TrainConfig`.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import torch
 from posecli.errors import PoseCliError
 from posecli.train.augment import AugmentConfig
 from posecli.train.datasets import CocoKeypoints, MixedDataset, VideoPseudoLabels, eval_persons
+from posecli.train.loss import weighted_diffusion_loss
 from posecli.train.targets import HEATMAP_SIGMA, HEATMAP_STRIDE
 
 log = logging.getLogger("posecli.train")
@@ -98,6 +98,9 @@ class TrainConfig:
         model_kwargs: other ``DiffPose`` keyword arguments (widths, depths, timesteps).
         sigma: target Gaussian sigma in heatmap pixels.
         signal_scale: diffusion signal range.
+        fg_weight: extra loss weight of heatmap peak pixels, ``1 + fg_weight · h`` (0 = the
+            paper's plain L2; see ``train/loss.py``).
+        high_t_fraction: share of samples with t from the top 10 % of the schedule (0 = uniform).
         face_teacher_weight: loss weight of teacher face joints on LSP-Extended (0 = unused).
         drop_lr_suspect: zero the limb groups flagged ``lr_swap_suspect`` in LSP-Extended.
         pseudo_min_conf: pseudo-label confidence from which a clip joint counts as labelled.
@@ -136,6 +139,8 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     sigma: float = HEATMAP_SIGMA
     signal_scale: float = 1.0
+    fg_weight: float = 20.0
+    high_t_fraction: float = 0.5
     face_teacher_weight: float = 0.5
     drop_lr_suspect: bool = True
     pseudo_min_conf: float = 0.3
@@ -343,7 +348,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
-    from posecli.models.diffusion import NoiseSchedule, diffusion_loss
+    from posecli.models.diffusion import NoiseSchedule
     from posecli.models.preprocess import crops_to_tensor
 
     schedule = NoiseSchedule(model.timesteps, "cosine")
@@ -356,6 +361,12 @@ def _train(config: TrainConfig, out: Path) -> Path:
         scaler.load_state_dict(state["scaler"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
         log.info("resumed from %s at step %d (%.1f min trained)", state_path, step, elapsed / 60)
+        now = config.to_json()
+        changed = {k: [state["config"].get(k), v] for k, v in now.items()
+                   if k not in ("resume", "stop_after") and state["config"].get(k) != v}
+        if changed:
+            history.append({"step": step, "config_changed": changed})
+            log.info("options changed on resume: %s", changed)
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
 
     dataset = MixedDataset(sources, mix, config.steps * config.batch_size, config.window,
@@ -377,6 +388,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
                 "steps": step, "batch_size": config.batch_size, "samples": step * config.batch_size,
                 "seed": config.seed, "lr": config.lr, "frozen_stages": config.frozen_stages,
                 "face_teacher_weight": config.face_teacher_weight, "augment": asdict(config.augment),
+                "fg_weight": config.fg_weight, "high_t_fraction": config.high_t_fraction,
                 "minutes": round(elapsed / 60, 2), "device": str(device), "final": final,
                 "metrics": next((h for h in reversed(history) if "pck@0.2" in h), {}),
                 "torch": torch.__version__}
@@ -428,8 +440,9 @@ def _train(config: TrainConfig, out: Path) -> Path:
         weights = batch["weights"].to(device)
         noise.manual_seed(config.seed * 1_000_003 + step)  # same t and ε after a resume
         with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()):
-            loss = diffusion_loss(model, schedule, images, heatmaps, weights, generator=noise,
-                                  signal_scale=config.signal_scale)
+            loss = weighted_diffusion_loss(model, schedule, images, heatmaps, weights, generator=noise,
+                                           signal_scale=config.signal_scale, fg_weight=config.fg_weight,
+                                           high_t_fraction=config.high_t_fraction)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -479,47 +492,3 @@ def _worker_init(worker_id: int) -> None:
 def _append_jsonl(path: Path, entry: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """Runner for background jobs: ``python -m posecli.train.loop --data PATH[:W] … --out DIR``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m posecli.train.loop", description=main.__doc__)
-    d = TrainConfig(datasets=(), out_dir=Path("."))
-    p.add_argument("--data", action="append", required=True, help="PATH[:WEIGHT], repeatable")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--val", type=Path, default=None)
-    for name in ("steps", "batch_size", "warmup_steps", "seed", "checkpoint_every", "threads",
-                 "num_workers", "window", "frozen_stages", "val_limit", "val_every", "val_steps",
-                 "log_every"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "weight_decay", "min_lr_ratio", "grad_clip", "checkpoint_minutes",
-                 "face_teacher_weight", "pseudo_min_conf", "signal_scale", "sigma"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-after", type=int, default=None)
-    p.add_argument("--input-size", type=int, nargs=2, default=list(d.input_size))
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--amp", default=d.amp)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--init", type=Path, default=None)
-    p.add_argument("--keep-lr-suspect", action="store_true")
-    args = p.parse_args(argv)
-    config = TrainConfig(
-        datasets=tuple(DatasetSpec.parse(s) for s in args.data), out_dir=args.out,
-        val_json=args.val, max_minutes=args.max_minutes, input_size=tuple(args.input_size),
-        device=args.device, amp=args.amp, resume=args.resume, stop_after=args.stop_after, init_checkpoint=args.init,
-        drop_lr_suspect=not args.keep_lr_suspect,
-        **{k: getattr(args, k) for k in (
-            "steps", "batch_size", "warmup_steps", "seed", "checkpoint_every", "threads",
-            "num_workers", "window", "frozen_stages", "val_limit", "val_every", "val_steps",
-            "log_every", "lr", "weight_decay", "min_lr_ratio", "grad_clip", "checkpoint_minutes",
-            "face_teacher_weight", "pseudo_min_conf", "signal_scale", "sigma")},
-    )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return train(config)
-
-
-if __name__ == "__main__":
-    main()
