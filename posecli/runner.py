@@ -43,6 +43,12 @@ def _output_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")) for p in paths}
 
 
+def _wide_console(stderr: bool = False) -> Console:
+    """A console for tables: the terminal's width, or wide enough not to squeeze them in a pipe."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=200)
+
+
 def _print_error(console: Console, exc: Exception) -> None:
     console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
 
@@ -71,7 +77,7 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
     from posecli.pipeline import Pipeline
     from posecli.sinks import ensure_writable_dir
 
-    console = console or Console(stderr=True)
+    console = console or _wide_console(stderr=True)
     paths = []
     failures = 0
     for path in inputs:
@@ -139,7 +145,7 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
             raise PoseCliError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         path = weights_lib.resolve(detector, explicit_path=detector_weights)
         person_detector = DETECTORS[detector](path, score_threshold=score_threshold)
-    console = console or Console(stderr=True)
+    console = console or _wide_console(stderr=True)
     with _progress(console) as progress:
         task = progress.add_task(Path(video or ann_file).name, total=None)
         report = run_eval(weights, ann_file, image_dir=images, video=video, baselines=baselines, boxes=boxes,
@@ -147,7 +153,7 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
                           detector=person_detector, baseline_dirs=baseline_dirs, seed=seed,
                           include_model=include_model,
                           progress=lambda done, total: progress.update(task, completed=done, total=total))
-    Console().print(render_table(report))
+    _wide_console().print(render_table(report))
     return report
 
 
@@ -160,7 +166,7 @@ def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline
 
     report = run_bench(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=baseline_dirs,
                        pseudo_labels=pseudo_labels)
-    console = console or Console()
+    console = console or _wide_console()
     table = Table(title=f"posecli bench: {clip.name} ×{repeat}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -204,7 +210,7 @@ def print_weights(verify: bool, console: Console | None = None) -> bool:
     """
     from posecli import weights as weights_lib
 
-    console = console or Console()
+    console = console or _wide_console()
     table = Table(title="weights")
     for column in ("name", "kind", "file", "found at", "status"):
         table.add_column(column)
@@ -231,7 +237,7 @@ def print_info(console: Console | None = None) -> None:
 
     from posecli import __version__
 
-    console = console or Console()
+    console = console or _wide_console()
     table = Table(title="posecli info", show_header=False)
     table.add_row("posecli", __version__)
     table.add_row("python", platform.python_version())
