@@ -13,31 +13,19 @@ five outputs (``Identity_1``) — asking for the landmark output ``Identity`` by
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from posecli import weights as weights_lib
 from posecli.crop import apply_affine, crop_transform, invert_affine, warp_crop
 from posecli.errors import PoseCliError
 
 # File name, full sha256 and public URL of each baseline's weights (shared/weights/README.md).
-BASELINE_FILES: dict[str, tuple[str, str, str]] = {
-    "movenet": (
-        "movenet_lightning_int8.tflite",
-        "cd7cc22fa946e5d146a7b98d496853e1923e22828d3972d579973f27f91bb105",
-        "https://github.com/Kazuhito00/MoveNet-Python-Example/raw/515743a113e49b4f31677b1f6252c0041f237e30/"
-        "tflite/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite",
-    ),
-    "blazepose": (
-        "pose_landmark_full.tflite",
-        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
-        "npm package @mediapipe/pose@0.5.1675469404, file package/pose_landmark_full.tflite",
-    ),
-}
+# Baseline name → its weights manifest entry (file, sha256, URL).
+BASELINE_ENTRIES = {"movenet": "movenet.lightning-int8-v1", "blazepose": "blazepose.full-v1"}
 # BlazePose-33 landmark index of each COCO-17 keypoint.
 BLAZEPOSE_TO_COCO: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
@@ -173,33 +161,27 @@ class BlazePoseFull:
         return keypoints, scores
 
 
-def find_baseline_file(name: str, search_dirs: Sequence[str | Path] = ()) -> Path:
-    """Locate and verify a baseline's weights file.
+def find_baseline_file(name: str, search_dirs: Sequence[str | Path] = (), allow_download: bool = True) -> Path:
+    """Locate (or download) and verify a baseline's weights file.
 
-    Looks in ``search_dirs``, then ``$POSECLI_HOME/weights``, then ``~/.cache/posecli``, and checks
-    the full sha256.
+    Looks in ``search_dirs``, then where :func:`posecli.weights.resolve` looks
+    (``$POSECLI_HOME/weights``, the repository's ``weights/``, the user cache), then downloads it.
+    The full sha256 is always checked.
 
     Raises:
         PoseCliError: unknown name, file missing (with where to get it) or checksum mismatch.
     """
-    if name not in BASELINE_FILES:
-        raise PoseCliError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_FILES)}")
-    file_name, sha256, url = BASELINE_FILES[name]
-    dirs = [Path(d) for d in search_dirs]
-    if os.environ.get("POSECLI_HOME"):
-        dirs.append(Path(os.environ["POSECLI_HOME"]) / "weights")
-    dirs.append(Path.home() / ".cache" / "posecli")
-    for folder in dirs:
-        path = folder / file_name
+    if name not in BASELINE_ENTRIES:
+        raise PoseCliError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_ENTRIES)}")
+    entry = weights_lib.find_entry(BASELINE_ENTRIES[name])
+    for folder in search_dirs:
+        path = Path(folder) / entry.file
         if path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != sha256:
-                raise PoseCliError(f"{path}: sha256 {digest} does not match the expected {sha256}")
+            digest = weights_lib.sha256_file(path)
+            if digest != entry.sha256:
+                raise PoseCliError(f"{path}: sha256 {digest} does not match the expected {entry.sha256}")
             return path
-    raise PoseCliError(
-        f"{file_name} not found in {', '.join(str(d) for d in dirs)}; get it from {url} "
-        f"(sha256 {sha256}) and put it in one of these folders"
-    )
+    return weights_lib.resolve(entry.name, allow_download=allow_download)
 
 
 def load_baseline(name: str, search_dirs: Sequence[str | Path] = (), num_threads: int = 1):

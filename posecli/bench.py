@@ -4,7 +4,9 @@ The report holds seconds per stage (decode, detect, crop, backbone, denoise, DAR
 frames/s and person-frames/s for the whole pipeline, peak memory, the settings, and the same clip
 run through the baseline pipeline of ``../shared/weights`` (YOLOX-nano boxes + MoveNet Lightning
 per person, one after the other in one thread). The ratio of the two does not depend on how loaded
-the machine is, as far as both see the same load.
+the machine is, as far as both see the same load; the ratio of CPU seconds per frame (all threads of
+this process) is given too, as it depends even less on other processes (but counts time spent on
+two cores twice).
 
 Stage seconds: decoding and detection run in the prefetch thread (unless ``prefetch = 0``), so
 they overlap the model's stages and the stages add up to more than the wall time; ``wait`` is the
@@ -70,6 +72,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used so far, seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def current_rss_mib() -> float:
     """Resident memory of this process now, MiB (Linux; 0 where ``/proc`` is missing)."""
     try:
@@ -85,6 +93,7 @@ def time_baseline(path: Path, detector, pose_model, repeat: int = 1,  # noqa: AN
     frames, _ = repeated_frames(path, repeat)
     seconds = {"decode": 0.0, "detect": 0.0, "pose": 0.0}
     count = persons = 0
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     for frame in frames:
         t1 = time.perf_counter()
@@ -101,7 +110,7 @@ def time_baseline(path: Path, detector, pose_model, repeat: int = 1,  # noqa: AN
     total = sum(seconds.values())
     return {"name": f"{detector_name} + {pose_model.name}", "frames": count, "person_frames": persons,
             "seconds": total, "fps": count / total, "person_fps": persons / total,
-            "stage_seconds": seconds}
+            "cpu_seconds": cpu_seconds() - cpu0, "stage_seconds": seconds}
 
 
 @dataclass
@@ -215,11 +224,15 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
     model = pipeline.model
     frames, info = repeated_frames(path, repeat)
     # One call on blank crops first: one-off costs (kernel selection, lazy CUDA init, allocator
-    # growth) are not what a long video pays per frame.
-    model.heatmaps(np.zeros((1, model.window, *model.input_hw, 3), np.uint8))
+    # growth, torch.compile) are not what a long video pays per frame. Two windows, as a batch of
+    # one is a special case for torch.compile's dynamic shapes.
+    warmup = time.perf_counter()
+    model.heatmaps(np.zeros((2, model.window, *model.input_hw, 3), np.uint8))
+    warmup = time.perf_counter() - warmup
     if pipeline.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = current_rss_mib()
+    cpu0 = cpu_seconds()
     recorder = PoseRecorder(info.num_frames // repeat) if pseudo_labels is not None else None
     times = StageTimes(sync_cuda=pipeline.device == "cuda")
     with tempfile.TemporaryDirectory(prefix="posecli-bench-") as out_dir:
@@ -231,16 +244,19 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
         "seconds": summary.seconds,
         "fps": summary.frames / summary.seconds,
         "person_fps": summary.poses / summary.seconds,
+        "cpu_seconds": round(cpu_seconds() - cpu0, 2),
         "stage_seconds": {k: round(v, 4) for k, v in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1])},
         "overlapped_stages": ["decode", "detect"] if config.prefetch > 0 else [],
+        "warmup_seconds": round(warmup, 2),
         "rss_before_run_mib": round(rss_before, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "settings": {
             "device": pipeline.device, "dtype": str(model.dtype).replace("torch.", ""),
             "window": model.window, "steps": model.info.steps,
             "batch_size": model.batch_size, "threads": pipeline.threads,
+            "detector_threads": pipeline.detector_threads,
             "neighbour_crops": config.neighbour_crops, "detect_every": pipeline.detect_every,
-            "prefetch": config.prefetch,
+            "prefetch": config.prefetch, "compile": config.compile,
             "detector": "boxes file" if config.boxes_file is not None else config.detector,
             "model": pipeline.model_info.name,
         },
@@ -259,4 +275,7 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
                              detector_name=report["settings"]["detector"])
         report["baseline"] = base
         report["speed_ratio_vs_baseline"] = round(report["fps"] / base["fps"], 3)
+        # CPU seconds per frame, baseline over ours: less sensitive to other processes' load.
+        report["cpu_ratio_vs_baseline"] = round(base["cpu_seconds"] / base["frames"]
+                                                / (report["cpu_seconds"] / report["frames"]), 3)
     return report

@@ -81,18 +81,20 @@ def run(
                                                   "from the free memory on a GPU."),
     dtype: str = typer.Option("auto", "--dtype", help="Model precision: auto (bfloat16 where the hardware has "
                                                       "it), float32, bfloat16 or float16 (GPU)."),
-    neighbour_crops: str = typer.Option("key", "--neighbour-crops",
-                                        help="Crop a window's neighbour frames with the key frame's box (key, "
-                                             "as in the paper) or their own (own: each crop through the "
-                                             "backbone once, faster)."),
+    neighbour_crops: str = typer.Option("own", "--neighbour-crops",
+                                        help="Crop a window's neighbour frames with their own boxes (own: each "
+                                             "crop goes through the backbone once) or with the key frame's box "
+                                             "(key, as in the DiffPose paper; slower)."),
     detect_every: int = typer.Option(1, "--detect-every", min=1,
                                      help="Run the detector on every k-th frame; boxes follow the tracked "
                                           "persons in between."),
     prefetch: int = typer.Option(4, "--prefetch", min=0,
                                  help="Frames decoded and detected ahead in a background thread (0: none)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="CPU threads of the pose model. Default: the cores, less one "
-                                               "for decoding and detection."),
+                                          help="CPU threads of the pose model. Default: most cores, the rest "
+                                               "for detection."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the pose model: minutes up front, "
+                                                                "faster after; for long videos."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint file."),
     detector: str = typer.Option("yolox-nano", "--detector", help="Person detector: yolox-nano or rtmdet-nano."),
     detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", help="Detector ONNX file."),
@@ -114,6 +116,7 @@ def run(
     config = PipelineConfig(
         weights=weights, device=device, window=window, steps=steps, seed=seed, batch_size=batch_size,
         dtype=dtype, neighbour_crops=neighbour_crops, detect_every=detect_every, prefetch=prefetch, threads=threads,
+        compile=compile_model,
         detector=detector, detector_weights=detector_weights, boxes_file=boxes,
         score_threshold=score_threshold,
         tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
@@ -229,10 +232,12 @@ def bench(
     steps: Optional[int] = typer.Option(None, "--steps", min=1),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: automatic."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (GPU)."),
-    neighbour_crops: str = typer.Option("key", "--neighbour-crops", help="key or own (see posecli run)."),
+    neighbour_crops: str = typer.Option("own", "--neighbour-crops", help="own or key (see posecli run)."),
     detect_every: int = typer.Option(1, "--detect-every", min=1, help="Run the detector on every k-th frame."),
     prefetch: int = typer.Option(4, "--prefetch", min=0, help="Frames decoded and detected ahead (0: none)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of the pose model."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the pose model (compile time "
+                                                                "is not counted in the run's seconds)."),
     weights: Optional[Path] = typer.Option(None, "--weights"),
     detector_weights: Optional[Path] = typer.Option(None, "--detector-weights"),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Person boxes from a file instead of the detector "
@@ -251,8 +256,8 @@ def bench(
 
     config = PipelineConfig(weights=weights, device=device, window=window, steps=steps, batch_size=batch_size,
                             dtype=dtype, neighbour_crops=neighbour_crops, detect_every=detect_every,
-                            prefetch=prefetch, threads=threads, detector_weights=detector_weights,
-                            boxes_file=boxes)
+                            prefetch=prefetch, threads=threads, compile=compile_model,
+                            detector_weights=detector_weights, boxes_file=boxes)
     try:
         bench_and_print(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=tuple(baseline_dir),
                         json_out=json_out, pseudo_labels=pseudo_labels)
@@ -273,6 +278,8 @@ def eval_tracks(
                                     help="Simulated missed detections for the occlusion test."),
     burst: int = typer.Option(10, "--burst", min=0, help="Frames of the simulated occlusion of each track."),
     tune: bool = typer.Option(False, "--tune", help="Also grid-search the smoothers on the tuning clips."),
+    stress_seeds: int = typer.Option(3, "--stress-seeds", min=0,
+                                     help="Seeds of the many-occlusions tracking summary (0 = skip it)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
 ) -> None:
     """Tracking (MOTA, IDF1, id switches) and smoothing (PCK, jitter) against the clips' pseudo-labels."""
@@ -284,7 +291,7 @@ def eval_tracks(
     config = PipelineConfig(weights=weights, device=device)
     try:
         report = run_report(videos, config, cache_dir, clips=tuple(clips) or EVALUATION_CLIPS + TUNING_CLIPS,
-                            match=match, miss_rate=miss_rate, burst=burst, tune=tune,
+                            match=match, miss_rate=miss_rate, burst=burst, tune=tune, stress_seeds=stress_seeds,
                             progress=lambda line: typer.echo(line, err=True))
     except PoseCliError as exc:
         _fail(str(exc))

@@ -16,10 +16,14 @@ How the work is laid out (see ``PipelineConfig`` for the options):
   own box (the neighbour's detection that overlaps the key box most, IoU ≥ 0.3, else the key box),
   so a (frame, box) crop is shared by the T windows that contain it and goes through the
   backbone once: its features are cached while the frame is inside the window.
-* ``detect_every=k`` runs the detector on every k-th frame; the frames in between get the boxes of
-  the persons tracked in the latest frame whose poses are known, moved by their motion
-  (``posecli.propagate``). Those poses are δ+1 frames old (δ = window // 2): a key frame's window
-  needs δ later frames, so the batch is estimated and tracked before such a frame is cropped.
+* ``detect_every=k`` runs the detector on every k-th frame; the frames in between get boxes moved
+  along with the tracked persons (``posecli.propagate``): the latest detector frame's boxes while
+  they are fresh enough, else the boxes of the latest frame whose poses are known. Poses lag δ+1
+  frames (δ = window // 2: a key frame's window needs δ later frames), so detector boxes at most
+  δ+1 frames old are used as they are (moved by the tracks' motion) and older ones make the
+  pending batch run first, so that its poses can be moved instead.
+* Threads: on a CPU the model's operators use most cores and the detector (in the prefetch thread)
+  the rest (:func:`resolve_threads`); both are set for the duration of a run and restored after.
 
 Memory stays flat in video length: the background thread holds at most ``prefetch`` frames, the
 temporal window the 2δ+1 frames it needs, key frames wait for a batch up to a fixed number of
@@ -35,7 +39,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from posecli import weights as weights_lib
@@ -53,6 +59,9 @@ from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import Detections, Frame, FrameResult, ModelInfo, Poses, SourceInfo
 from posecli.video import open_source
 from posecli.window import TemporalWindows, Window
+
+if TYPE_CHECKING:  # torch is imported when a pipeline is built, not with this module
+    import torch
 
 
 # Key frames held back waiting for a full batch; bounds memory when frames have few people.
@@ -80,9 +89,12 @@ class StageTimes:
     sync_cuda: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, stage: str, since: float) -> float:
-        """Add the time from ``since`` (a ``perf_counter`` value) to now to ``stage``; returns now."""
-        if self.sync_cuda:
+    def add(self, stage: str, since: float, gpu: bool = True) -> float:
+        """Add the time from ``since`` (a ``perf_counter`` value) to now to ``stage``; returns now.
+
+        ``gpu=False`` for stages that queue no GPU work (no synchronisation needed).
+        """
+        if self.sync_cuda and gpu:
             import torch
 
             torch.cuda.synchronize()
@@ -133,22 +145,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_threads(config: PipelineConfig, device: str) -> int:
-    """Intra-op threads of the pose model on the CPU.
+def resolve_threads(config: PipelineConfig, device: str) -> tuple[int, int | None]:
+    """CPU threads of the pose model (torch intra-op) and of the detector (OpenCV).
 
-    ``config.threads`` if given; otherwise one core is left to the prefetch thread (decoding and
-    detection) when there is one and the model runs on the CPU. On the 2-core development machine
-    one model thread beside the prefetch thread beat two by a wide margin (OpenMP threads that
-    share a core with other busy threads wait for each other at every operator).
+    ``config.threads`` sets the model's. By default, when decoding and detection run in the prefetch
+    thread on a CPU run, the cores are split: a quarter (at least one) to the detector, the rest to
+    the model; otherwise the model gets every core and OpenCV's setting is left alone (None). On the
+    2-core development machine this is one thread each, which beat two model threads by 2-4× and a
+    two-thread detector by 10-40 % (OpenMP and OpenCV threads that find their core busy wait for
+    each other at every operator).
     """
     import os
 
-    if config.threads is not None:
-        return config.threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device == "cpu" and config.prefetch > 0:
-        return max(cores - 1, 1)
-    return cores
+    detector = None
+    if device == "cpu" and config.prefetch > 0 and config.boxes_file is None:
+        detector = max(cores // 4, 1)
+    model = config.threads or max(cores - (detector or 0), 1)
+    return model, detector
 
 
 class Pipeline:
@@ -179,10 +193,10 @@ class Pipeline:
             raise PoseCliError(f"--threads must be at least 1, not {config.threads}")
         self.config = config
         self.device = resolve_device(config.device)
-        self.threads = resolve_threads(config, self.device)
+        self.threads, self.detector_threads = resolve_threads(config, self.device)
         self.model = load_pose_model(config.weights, device=self.device, window=config.window,
                                      steps=config.steps, seed=config.seed, batch_size=config.batch_size,
-                                     dtype=config.dtype)
+                                     dtype=config.dtype, compile=config.compile)
         self._detector: PersonDetector | None = None
 
     @property
@@ -216,16 +230,16 @@ class Pipeline:
         every = self.detect_every
         t0 = time.perf_counter()
         for position, frame in enumerate(frames):
-            t0 = times.add("decode", t0)
+            t0 = times.add("decode", t0, gpu=False)
             detections = None
             if position % every == 0:
                 detections = detector(frame)
-                times.add("detect", t0)
+                times.add("detect", t0, gpu=False)
             yield position, frame, detections
             t0 = time.perf_counter()
 
-    def _crop_plan(self, windows: list[Window[_Item]]) -> tuple[list[list[CropKey]], dict[CropKey, tuple[np.ndarray, np.ndarray]],
-                                                             list[np.ndarray], list[int]]:
+    def _crop_plan(self, windows: list[Window[_Item]]) -> tuple[
+            list[list[CropKey]], dict[CropKey, tuple[np.ndarray, np.ndarray]], list[np.ndarray], list[int]]:
         """Which crop each frame of each person-window uses.
 
         Returns:
@@ -264,7 +278,7 @@ class Pipeline:
                 owners.append(w)
         return plan, crops, matrices, owners
 
-    def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, object],
+    def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, torch.Tensor],
                   times: StageTimes) -> list[tuple[int, FrameResult]]:
         """Run the pose model on every person of a batch of windows; (position, result) per window.
 
@@ -327,7 +341,7 @@ class Pipeline:
         windows: TemporalWindows[_Item] = TemporalWindows(self.model.window)
         pending: list[Window[_Item]] = []
         persons = 0
-        cache: dict[CropKey, object] = {}
+        cache: dict[CropKey, torch.Tensor] = {}  # backbone features [C, h, w] of crops still needed
 
         def flush() -> Iterator[FrameResult]:
             nonlocal pending, persons
@@ -353,27 +367,35 @@ class Pipeline:
                 if persons >= self.model.batch_size or len(pending) >= MAX_PENDING_FRAMES:
                     yield from flush()
 
-        previous_threads = torch.get_num_threads()
+        previous_threads = torch.get_num_threads(), cv2.getNumThreads()
         torch.set_num_threads(self.threads)
+        if self.detector_threads is not None:
+            cv2.setNumThreads(self.detector_threads)
         stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.config.prefetch)
         try:
             with contextlib.closing(stream):
                 t0 = time.perf_counter()
                 for position, frame, detections in stream:
                     if self.config.prefetch:
-                        times.add("wait", t0)
+                        times.add("wait", t0, gpu=False)
                     if detections is None:
-                        # The latest poses must be known (and tracked) before they are propagated.
-                        yield from flush()
+                        # Poses are known up to δ+1 frames back once the pending batch is run. If
+                        # the latest detector frame is that fresh, its boxes are used (moved by the
+                        # tracks' motion) and the batch can keep filling; else the poses are needed.
+                        if propagator.latest_detection < position - 1 - self.model.window // 2:
+                            yield from flush()
                         t0 = time.perf_counter()
                         detections = propagator.boxes(position, frame.image.shape[:2])
                         times.add("propagate", t0)
+                    elif propagator is not None:
+                        propagator.detected(position, detections)
                     yield from ready(windows.push(_Item(position, frame, detections)))
                     t0 = time.perf_counter()
             yield from ready(windows.flush())
             yield from flush()
         finally:
-            torch.set_num_threads(previous_threads)
+            torch.set_num_threads(previous_threads[0])
+            cv2.setNumThreads(previous_threads[1])
 
     def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order."""
@@ -381,11 +403,12 @@ class Pipeline:
 
     def poses(self, path: str | Path, times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Stream tracked poses of one input (video file or image folder), frame by frame."""
-        times = times if times is not None else StageTimes()
         with open_source(path) as source:
-            yield from self._tracked(source, times)
+            yield from self.tracked(source, times)
 
-    def _tracked(self, frames: Iterable[Frame], times: StageTimes) -> Iterator[FrameResult]:
+    def tracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
+        """Tracked (and, if configured, smoothed) poses of a stream of frames, in frame order."""
+        times = times if times is not None else StageTimes()
         tracking = self.config.tracking
         tracker = PoseTracker(max_age=tracking.max_age, oks_threshold=tracking.oks_threshold,
                               iou_threshold=tracking.iou_threshold)
@@ -442,7 +465,7 @@ class Pipeline:
         count = poses = 0
         track_ids: set[int] = set()
         try:
-            for result in self._tracked(frames, times):
+            for result in self.tracked(frames, times):
                 t0 = time.perf_counter()
                 for sink in sinks:
                     sink.write(result)

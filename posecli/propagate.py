@@ -1,16 +1,23 @@
 """Person boxes for frames the detector skips (``--detect-every k``), from the tracked poses.
 
-With ``detect_every = k`` the detector runs on every k-th frame only; the frames in between get
-one box per person seen in the latest frame whose poses are known, moved by that person's
-motion: the box the pose was estimated in, shifted by the mean displacement per frame of the
-joints confident in that person's two latest poses, times the number of frames to bridge. The
-pose model re-centres every propagated box on the person (the next frame's box follows the
-*estimated* joints), so the boxes follow the person between two detector runs; a newcomer waits
-for the next detector frame, and a person who leaves the frame is dropped once their box is
-mostly outside it or their pose has become unsure.
+With ``detect_every = k`` the detector runs on every k-th frame only. A frame in between gets one
+box per person, from the freshest of two sources:
 
-Each (track) must be observed through :meth:`BoxPropagator.update` in frame order, with the
-tracker's ids; frames are counted by their position in the stream.
+* the latest detector frame, if its poses are not known yet (the pose of a key frame is known δ
+  frames after it, δ = window // 2): its boxes, each moved by the motion of the track it
+  continues (the track whose latest box overlaps it most);
+* otherwise the latest frame whose poses are known: the box each tracked person's pose was
+  estimated in, moved by that person's motion.
+
+A person's motion is the mean displacement per frame of the joints confident in its two latest
+poses. The pose model re-centres on the person in every propagated box and the next box follows
+the estimated joints, so boxes follow people between detector runs; a newcomer waits for the next
+detector frame; a person who leaves the frame is dropped once their box is mostly outside it or
+their pose has become unsure.
+
+Poses must be given through :meth:`BoxPropagator.update` in frame order, with the tracker's ids,
+and detector frames through :meth:`BoxPropagator.detected`; frames are counted by their position
+in the stream.
 """
 
 from __future__ import annotations
@@ -19,7 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posecli.track import box_iou
 from posecli.types import Detections, Poses
+
+# A detection continues a track whose latest box (moved to the detection's frame) overlaps it this much.
+MATCH_IOU = 0.3
 
 
 @dataclass
@@ -51,6 +62,16 @@ class BoxPropagator:
         self.min_inside = min_inside
         self._seen: dict[int, _Seen] = {}
         self._latest = -1  # stream position of the latest update
+        self._detected: tuple[int, Detections] | None = None  # the latest detector frame
+
+    def detected(self, position: int, detections: Detections) -> None:
+        """Record the detector's boxes of the frame at stream ``position``."""
+        self._detected = (position, detections)
+
+    @property
+    def latest_detection(self) -> int:
+        """Stream position of the latest detector frame (-1 before the first)."""
+        return -1 if self._detected is None else self._detected[0]
 
     def update(self, position: int, poses: Poses) -> None:
         """Record the tracked poses of the frame at stream ``position`` (increasing)."""
@@ -84,24 +105,42 @@ class BoxPropagator:
             image_hw: the frame's (height, width), to drop boxes that left it.
 
         Returns:
-            One box per person of the latest updated frame, in frame pixels, with the box score of
-            the person's latest box (carried over from its detection).
+            One box per person, in frame pixels, with the box score of the person's latest
+            detection.
         """
-        steps = position - self._latest
-        rows, scores = [], []
+        if self._detected is not None and self._detected[0] > self._latest:
+            boxes, scores = self._from_detections(position)
+        else:
+            boxes, scores = self._from_poses(position)
         height, width = image_hw
-        for seen in self._seen.values():
-            if seen.scores.mean() < self.min_pose_score:
-                continue
-            box = seen.box + np.tile(seen.velocity * steps, 2)
-            if _inside_fraction(box, width, height) < self.min_inside:
-                continue
-            rows.append(np.clip(box, [0, 0, 0, 0], [width - 1, height - 1, width - 1, height - 1]))
-            scores.append(seen.box_score)
+        rows, kept = [], []
+        for box, score in zip(boxes, scores):
+            if _inside_fraction(box, width, height) >= self.min_inside:
+                rows.append(np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1]))
+                kept.append(score)
         if not rows:
             return Detections.empty()
-        order = np.argsort(-np.asarray(scores), kind="stable")
-        return Detections(np.asarray(rows, np.float32)[order], np.asarray(scores, np.float32)[order])
+        order = np.argsort(-np.asarray(kept), kind="stable")
+        return Detections(np.asarray(rows, np.float32)[order], np.asarray(kept, np.float32)[order])
+
+    def _from_poses(self, position: int) -> tuple[list[np.ndarray], list[float]]:
+        steps = position - self._latest
+        sure = [s for s in self._seen.values() if s.scores.mean() >= self.min_pose_score]
+        return [s.box + np.tile(s.velocity * steps, 2) for s in sure], [s.box_score for s in sure]
+
+    def _from_detections(self, position: int) -> tuple[list[np.ndarray], list[float]]:
+        detected_at, detections = self._detected
+        tracks = list(self._seen.values())
+        boxes = []
+        if tracks and len(detections):
+            previous = np.stack([s.box + np.tile(s.velocity * (detected_at - s.position), 2) for s in tracks])
+            iou = box_iou(detections.boxes_xyxy, previous)
+        for i, box in enumerate(detections.boxes_xyxy.astype(np.float64)):
+            velocity = np.zeros(2)
+            if tracks and len(detections) and iou[i].max() >= MATCH_IOU:
+                velocity = tracks[int(np.argmax(iou[i]))].velocity
+            boxes.append(box + np.tile(velocity * (position - detected_at), 2))
+        return boxes, [float(s) for s in detections.scores]
 
 
 def _centre(box: np.ndarray) -> np.ndarray:

@@ -196,6 +196,7 @@ def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline
         table.add_row(f"baseline ({report['baseline']['name']}) frames/s", f"{report['baseline']['fps']:.2f}")
         table.add_row("baseline person-frames/s", f"{report['baseline']['person_fps']:.2f}")
         table.add_row("speed ratio (ours / baseline)", f"{report['speed_ratio_vs_baseline']:.3f}")
+        table.add_row("CPU-time ratio (baseline / ours, per frame)", f"{report['cpu_ratio_vs_baseline']:.3f}")
     console.print(table)
     if json_out is not None:
         write_json_atomic(json_out, report)

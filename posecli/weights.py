@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MANIFEST = REPO_WEIGHTS_DIR / "manifest.toml"
-KINDS = ("detector", "pose")
+KINDS = ("detector", "pose", "baseline")
 POSE_FIELDS = ("heatmap_size", "mean", "std", "keypoints", "window", "steps", "metrics")
 _NAME = re.compile(r"^(?P<arch>[a-z0-9][a-z0-9_-]*)\.(?P<tag>[a-z0-9][a-z0-9_-]*?)-v(?P<version>\d+)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -243,7 +243,7 @@ def find_local(name: str, manifest: str | Path | None = None) -> Path | None:
 
 
 def _flag(entry: WeightsEntry) -> str:
-    return "--detector-weights" if entry.kind == "detector" else "--weights"
+    return {"detector": "--detector-weights", "pose": "--weights"}.get(entry.kind, "--baseline-dir")
 
 
 def resolve(name_or_path: str | Path, explicit_path: str | Path | None = None,

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from posecli.baselines import (
-    BASELINE_FILES,
     BlazePoseFull,
     MoveNetLightning,
     find_baseline_file,
@@ -44,7 +43,7 @@ def upright(shared_dir: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 @pytest.fixture(scope="module", params=["movenet", "blazepose"])
 def baseline(request, weights_dir: Path):
-    path = weights_dir / BASELINE_FILES[request.param][0]
+    path = find_baseline_file(request.param, [weights_dir])
     return MoveNetLightning(path) if request.param == "movenet" else BlazePoseFull(path)
 
 
@@ -105,10 +104,10 @@ def test_find_baseline_file_verifies_the_checksum(tmp_path: Path, weights_dir: P
 
 
 def test_find_baseline_file_says_where_to_get_a_missing_file(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("POSECLI_HOME", raising=False)
     with pytest.raises(PoseCliError, match="github.com/Kazuhito00"):
-        find_baseline_file("movenet", [tmp_path])
+        find_baseline_file("movenet", [tmp_path], allow_download=False)
     with pytest.raises(PoseCliError, match="unknown baseline"):
         find_baseline_file("openpose", [tmp_path])
 

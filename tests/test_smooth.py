@@ -113,7 +113,7 @@ def test_streaming_savgol_equals_offline_savgol_with_bounded_delay():
     _, b, sb = noisy_track_with_gaps(rng)
     b[:30] = np.nan  # track 7 starts late
     results = results_from_tracks({3: a, 7: b}, {3: sa, 7: sb}, len(a))
-    smoother = PoseSmoother("savgol", window=9, polyorder=2, max_gap=5)
+    smoother = PoseSmoother("savgol", window=9, polyorder=2, max_gap=5, median=5)
     streamed, lags = [], []
     for i, r in enumerate(results):
         ready = smoother.push(r)
@@ -123,7 +123,7 @@ def test_streaming_savgol_equals_offline_savgol_with_bounded_delay():
     assert [r.frame.index for r in streamed] == list(range(len(a)))
     assert set(lags) == {smoother.delay_frames}
     for track_id, xy, sc in ((3, a, sa), (7, b, sb)):
-        offline = savgol_smooth(xy, sc, window=9, polyorder=2, max_gap=5)
+        offline = savgol_smooth(xy, sc, window=9, polyorder=2, max_gap=5, median=5)
         for r in streamed:
             hit = np.flatnonzero(r.poses.track_ids == track_id)
             if hit.size:
@@ -140,7 +140,7 @@ def test_pose_smoother_one_euro_and_none():
     untracked = Poses(np.zeros((1, 4), np.float32), np.ones(1, np.float32), np.ones((1, 2, 2), np.float32),
                       np.ones((1, 2), np.float32))
     results.append(FrameResult(Frame(60, 2.0, IMAGE), untracked))
-    euro = list(PoseSmoother("oneeuro").smooth(results))
+    euro = list(PoseSmoother("oneeuro", min_cutoff=1.0, beta=1.0).smooth(results))
     assert len(euro) == 61 and euro[-1].poses is not None
     np.testing.assert_array_equal(euro[-1].poses.keypoints_xy, untracked.keypoints_xy)
     out = np.stack([r.poses.keypoints_xy[0] for r in euro[:60]])
@@ -156,12 +156,13 @@ def test_streaming_savgol_matches_offline_on_random_gappy_tracks():
         rng = np.random.default_rng(seed)
         window = int(rng.choice([5, 7, 9, 11]))
         polyorder, max_gap = int(rng.integers(1, 4)), int(rng.integers(0, 7))
+        median = int(rng.choice([1, 3, 5, 7]))
         xy = rng.normal(0.0, 3.0, (50, 2, 2)) + np.arange(50)[:, None, None]
         scores = np.where(rng.random((50, 2)) < 0.25, 0.1, 0.9)
         xy[rng.random(50) < 0.15] = np.nan
-        smoother = PoseSmoother("savgol", window=window, polyorder=polyorder, max_gap=max_gap)
+        smoother = PoseSmoother("savgol", window=window, polyorder=polyorder, max_gap=max_gap, median=median)
         streamed = list(smoother.smooth(results_from_tracks({1: xy}, {1: scores}, 50)))
-        offline = savgol_smooth(xy, scores, window=window, polyorder=polyorder, max_gap=max_gap)
+        offline = savgol_smooth(xy, scores, window=window, polyorder=polyorder, max_gap=max_gap, median=median)
         for r in streamed:
             if len(r.poses):
                 ref = offline[r.frame.index]
@@ -183,3 +184,21 @@ def test_fast_savgol_equals_scipy():
                 np.testing.assert_allclose(_savgol_run(x, window, polyorder),
                                            savgol_filter(x, window, polyorder, axis=0, mode="interp"),
                                            atol=1e-6)
+
+
+def test_savgol_median_drops_short_outliers_and_keeps_steps():
+    t = np.arange(60, dtype=np.float64)
+    truth = np.stack([100.0 + 2.0 * t, np.where(t < 30, 200.0, 260.0)], -1)[:, None]  # ramp in x, step in y
+    jumpy = truth.copy()
+    jumpy[12:14, 0, 0] += 80.0  # a joint on the wrong limb for two frames
+    plain = savgol_smooth(jumpy, window=9, polyorder=2, median=1)
+    robust = savgol_smooth(jumpy, window=9, polyorder=2, median=5)
+    assert np.abs(plain[8:18] - truth[8:18]).max() > 20.0  # the jump leaks into its neighbours
+    assert np.abs(robust[8:18] - truth[8:18]).max() < 4.0  # two frames of the ramp off, at most
+    # A median keeps monotonic motion (the ramp) exactly; a steep step stays steep.
+    median_only = savgol_smooth(truth, window=3, polyorder=2, median=7)
+    np.testing.assert_allclose(median_only, truth, atol=1e-9)
+    with pytest.raises(ValueError, match="median"):
+        savgol_smooth(truth, median=4)
+    with pytest.raises(PoseCliError, match="median"):
+        PoseSmoother("savgol", median=2)

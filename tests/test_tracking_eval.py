@@ -134,8 +134,17 @@ def test_select_params_prefers_smooth_without_accuracy_loss():
     candidates = [({"a": 1}, {"pck@0.1": 0.81, "mean_error": 0.049, "jitter": 0.01}),
                   ({"a": 2}, {"pck@0.1": 0.79, "mean_error": 0.050, "jitter": 0.001}),  # loses PCK
                   ({"a": 3}, {"pck@0.1": 0.80, "mean_error": 0.048, "jitter": 0.008})]
-    assert select_params(raw, candidates)[0] == {"a": 3}
-    assert select_params(raw, candidates[1:2])[0] == {"a": 2}  # nothing qualifies: most accurate
+    assert select_params(raw, candidates, max_pck_loss=0.0)[0] == {"a": 3}
+    assert select_params(raw, candidates, max_pck_loss=0.015)[0] == {"a": 2}
+    worse = ({"a": 4}, {"pck@0.1": 0.70, "mean_error": 0.060, "jitter": 0.001})
+    assert select_params(raw, [candidates[1], worse], max_pck_loss=0.0)[0] == {"a": 2}  # none qualifies: best PCK
+    # Per clip: a candidate that gains on one clip but loses on the other does not qualify.
+    raw2 = {**raw, "clips": [{"pck@0.1": 0.8, "mean_error": 0.05}, {"pck@0.1": 0.6, "mean_error": 0.08}]}
+    mixed = ({"a": 5}, {"pck@0.1": 0.75, "mean_error": 0.06, "jitter": 0.001,
+                        "clips": [{"pck@0.1": 0.9, "mean_error": 0.04}, {"pck@0.1": 0.58, "mean_error": 0.08}]})
+    even = ({"a": 6}, {"pck@0.1": 0.70, "mean_error": 0.06, "jitter": 0.005,
+                       "clips": [{"pck@0.1": 0.8, "mean_error": 0.05}, {"pck@0.1": 0.6, "mean_error": 0.07}]})
+    assert select_params(raw2, [mixed, even])[0] == {"a": 6}
 
 
 def test_load_truth_of_a_shared_clip(shared_dir):
@@ -158,3 +167,34 @@ def test_trackers_on_the_pseudo_label_detections(shared_dir):
     assert same["mota"] == pytest.approx(1.0) and same["idf1"] == pytest.approx(1.0)
     baseline = mot_metrics(truth, track_clip(clip, IouTracker))
     assert baseline["num_switches"] > 0
+
+
+def test_eval_tracks_command_on_a_cached_clip(shared_dir, tmp_path):
+    # A cache made from the pseudo-labels stands in for the model's poses, so no model runs.
+    import json
+
+    from typer.testing import CliRunner
+
+    from posecli.cli import app
+    from posecli.tracking_eval import save_cache
+    from posecli.weights import sha256_file
+
+    videos = shared_dir / "data/videos"
+    weights = tmp_path / "stand-in.pt"
+    weights.write_bytes(b"not a checkpoint: the cache below is found first")
+    name = "pose2sim_SinglePerson_cam02"
+    save_cache(truth_as_clip(load_truth(videos / f"{name}.pseudo.json")),
+               tmp_path / "cache" / f"{name}.{sha256_file(weights)[:12]}.pkl")
+    result = CliRunner().invoke(app, ["eval-tracks", str(videos), "--clip", name, "--weights", str(weights),
+                                      "--cache-dir", str(tmp_path / "cache"), "--stress-seeds", "1",
+                                      "--json", str(tmp_path / "report.json")])
+    assert result.exit_code == 0, result.output
+    assert "| pose2sim_SinglePerson_cam02 | iou baseline (max_age 0) | 1.000 | 1.000 | 0 |" in result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    smoothing = report["clips"][name]["smoothing"]
+    assert smoothing["raw"]["pck@0.1"] == 1.0 and smoothing["raw"]["jitter"] == pytest.approx(
+        smoothing["raw"]["reference_jitter"], rel=1e-4)
+    stress = report["stress"]["trackers"]
+    assert stress["PoseTracker (defaults)"]["num_switches"] < stress["iou baseline (max_age 0)"]["num_switches"]
+    bad = CliRunner().invoke(app, ["eval-tracks", str(tmp_path), "--clip", name, "--weights", str(weights)])
+    assert bad.exit_code == 1 and "error: video not found" in bad.output
