@@ -275,11 +275,12 @@ class PoseSmoother:
         window, polyorder, max_gap, median: Savitzky–Golay parameters, see :func:`savgol_smooth`.
         score_threshold: joints below it count as unsure.
 
-    The defaults come from ``posecli eval-tracks --tune`` (tuned on the pose2sim clips other than
-    MultiPerson_cam02, against their pseudo-labels): the most jitter removed without losing PCK
-    on any clip. Savitzky–Golay with the median removes ~95 % of the jitter; One-Euro, being
-    causal, cannot drop a joint's short jumps (it averages them in and lags), so only a mild
-    setting keeps PCK.
+    The defaults come from ``posecli eval-tracks --tune`` (the pose2sim clips other than
+    MultiPerson_cam02, against their pseudo-labels): the most jitter removed without losing
+    PCK@0.1 on any clip, checked on the held-out MultiPerson_cam02 and sports2d_demo. The
+    Savitzky–Golay defaults remove over 90 % of the jitter there; One-Euro, being causal, cannot
+    drop a joint's short jumps (it averages them in, and lags), so only a mild setting keeps PCK,
+    and its ``beta`` must stay high for people who walk (the tuning clips barely show any).
 
     Memory and delay: "oneeuro" keeps a few numbers per live track and answers at once.
     "savgol" answers ``delay_frames = window + median // 2 + max_gap - 1`` frames late and holds

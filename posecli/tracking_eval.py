@@ -281,6 +281,14 @@ def occlude(clip: CachedClip, truth: ClipTruth, miss_rate: float = 0.1, burst: i
     return CachedClip(clip.video, clip.model, clip.weights_sha256, clip.times_s, tuple(poses))
 
 
+def subsample(truth: ClipTruth, clip: CachedClip, step: int) -> tuple[ClipTruth, CachedClip]:
+    """Every ``step``-th frame of a clip and its ground truth (a lower frame rate; times kept)."""
+    if step == 1:
+        return truth, clip
+    return (ClipTruth(f"{truth.name}@1/{step}", truth.fps / step, truth.frames[::step], truth.ignore_boxes_xyxy),
+            CachedClip(clip.video, clip.model, clip.weights_sha256, clip.times_s[::step], clip.poses[::step]))
+
+
 # --------------------------------------------------------------------------------------------
 # The baseline tracker
 
@@ -661,8 +669,9 @@ def run_report(videos_dir: str | Path, config, cache_dir: str | Path,  # noqa: A
         miss_rate, burst, seed: the simulated occlusions (:func:`occlude`) of the per-clip table.
         stress_seeds: seeds of the summary over many occlusions (:func:`stress_summary`, bursts of
             10, 20 and 30 frames; with the known split tracks of the ground truth joined); 0 = none.
-        tune: also grid-search the smoothers on the :data:`TUNING_CLIPS` among ``clips``, and
-            report the tuned parameters next to the defaults.
+        tune: also grid-search the smoothers on the :data:`TUNING_CLIPS` among ``clips`` (each
+            at its frame rate and at half of it, see :func:`subsample`), and report the tuned
+            parameters next to the defaults.
         progress: called with a line of text before each slow step.
 
     Returns:
@@ -685,8 +694,11 @@ def run_report(videos_dir: str | Path, config, cache_dir: str | Path,  # noqa: A
     if tune and tune_names:
         if progress is not None:
             progress(f"tuning smoothers on {', '.join(tune_names)}")
-        tuning = tune_smoothers([loaded[n][0] for n in tune_names],
-                                [track_clip(loaded[n][1], PoseTracker) for n in tune_names])
+        # Every tuning clip also at half its frame rate: the tuning clips are all 60 fps, and a
+        # window in frames that suits them is twice as long in time on 30 fps video.
+        variants = [subsample(*loaded[n], step) for n in tune_names for step in (1, 2)]
+        tuning = tune_smoothers([truth for truth, _ in variants],
+                                [track_clip(clip, PoseTracker) for _, clip in variants])
         for kind in ("oneeuro", "savgol"):
             label = " ".join(f"{k}={v:g}" for k, v in tuning[kind]["best"].items())
             smoothers[f"{kind} tuned: {label}"] = {"kind": kind, **tuning[kind]["best"]}

@@ -198,3 +198,14 @@ def test_eval_tracks_command_on_a_cached_clip(shared_dir, tmp_path):
     assert stress["PoseTracker (defaults)"]["num_switches"] < stress["iou baseline (max_age 0)"]["num_switches"]
     bad = CliRunner().invoke(app, ["eval-tracks", str(tmp_path), "--clip", name, "--weights", str(weights)])
     assert bad.exit_code == 1 and "error: video not found" in bad.output
+
+
+def test_subsample_halves_the_frame_rate():
+    from posecli.tracking_eval import subsample
+
+    truth = scripted_truth(frames=21)
+    half_truth, half_clip = subsample(truth, truth_as_clip(truth), 2)
+    assert half_truth.num_frames == len(half_clip.poses) == 11 and half_truth.fps == 15.0
+    np.testing.assert_allclose(half_clip.times_s, np.arange(0, 21, 2) / 30.0)
+    np.testing.assert_array_equal(half_clip.poses[3].boxes_xyxy, truth.frames[6].boxes_xyxy.astype(np.float32))
+    assert mot_metrics(half_truth, track_clip(half_clip, PoseTracker))["idf1"] == pytest.approx(1.0)
