@@ -107,7 +107,7 @@ def run(
                                         help="Least pose similarity (OKS) to continue a track."),
     min_track_length: int = typer.Option(1, "--min-track-length", min=1,
                                          help="Drop tracks seen in fewer frames than this."),
-    smooth: str = typer.Option("none", "--smooth", help="Keypoint smoothing: none, oneeuro or savgol."),
+    smooth: str = typer.Option("savgol", "--smooth", help="Keypoint smoothing: savgol (offline, 13 frames delay), oneeuro (causal) or none."),
 ) -> None:
     """Estimate tracked poses for each input and write them to --out."""
     from posecli.config import PipelineConfig, TrackingConfig

@@ -61,6 +61,6 @@ class PipelineConfig:
     score_threshold: float = 0.4
     keypoint_threshold: float = 0.3  # drawing only
     tracking: TrackingConfig = TrackingConfig()
-    smooth: str = "none"
+    smooth: str = "savgol"  # measured best: jitter −92 %, PCK kept (see eval-tracks)
     formats: tuple[str, ...] = ("json",)
     overlay: bool = False
