@@ -8,9 +8,9 @@ the machine is, as far as both see the same load; the ratio of CPU seconds per f
 this process) is given too, as it depends even less on other processes (but counts time spent on
 two cores twice).
 
-Stage seconds: decoding and detection run in the prefetch thread (unless ``prefetch = 0``), so
-they overlap the model's stages and the stages add up to more than the wall time; ``wait`` is the
-time the model's thread spent waiting for them. On CUDA the clock is read after a synchronisation,
+Stage seconds: with a prefetch thread (``settings.prefetch`` > 0; see ``pipeline.resolve_threads``)
+decoding and detection overlap the model's stages (``overlapped_stages``), so the stages add up
+to more than the wall time, and ``wait`` is the time the model's thread spent waiting for them. On CUDA the clock is read after a synchronisation,
 so GPU time lands in the stage that queued it.
 
 ``--repeat N`` feeds the clip N times in a row as one long stream (frame indices and times keep
@@ -246,17 +246,17 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
         "person_fps": summary.poses / summary.seconds,
         "cpu_seconds": round(cpu_seconds() - cpu0, 2),
         "stage_seconds": {k: round(v, 4) for k, v in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1])},
-        "overlapped_stages": ["decode", "detect"] if config.prefetch > 0 else [],
+        "overlapped_stages": ["decode", "detect"] if pipeline.threads.prefetch > 0 else [],
         "warmup_seconds": round(warmup, 2),
         "rss_before_run_mib": round(rss_before, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "settings": {
             "device": pipeline.device, "dtype": str(model.dtype).replace("torch.", ""),
             "window": model.window, "steps": model.info.steps,
-            "batch_size": model.batch_size, "threads": pipeline.threads,
-            "detector_threads": pipeline.detector_threads,
+            "batch_size": model.batch_size, "threads": pipeline.threads.model,
+            "detector_threads": pipeline.threads.detector,
             "neighbour_crops": config.neighbour_crops, "detect_every": pipeline.detect_every,
-            "prefetch": config.prefetch, "compile": config.compile,
+            "prefetch": pipeline.threads.prefetch, "compile": config.compile,
             "detector": "boxes file" if config.boxes_file is not None else config.detector,
             "model": pipeline.model_info.name,
         },

@@ -88,11 +88,11 @@ def run(
     detect_every: int = typer.Option(1, "--detect-every", min=1,
                                      help="Run the detector on every k-th frame; boxes follow the tracked "
                                           "persons in between."),
-    prefetch: int = typer.Option(4, "--prefetch", min=0,
-                                 help="Frames decoded and detected ahead in a background thread (0: none)."),
+    prefetch: Optional[int] = typer.Option(None, "--prefetch", min=0,
+                                           help="Frames decoded and detected ahead in a background thread (0: "
+                                                "none). Default: 4 with a GPU or 3+ cores, else 0."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="CPU threads of the pose model. Default: most cores, the rest "
-                                               "for detection."),
+                                          help="CPU threads of the pose model. Default: from the cores."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the pose model: minutes up front, "
                                                                 "faster after; for long videos."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint file."),
@@ -234,7 +234,8 @@ def bench(
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (GPU)."),
     neighbour_crops: str = typer.Option("own", "--neighbour-crops", help="own or key (see posecli run)."),
     detect_every: int = typer.Option(1, "--detect-every", min=1, help="Run the detector on every k-th frame."),
-    prefetch: int = typer.Option(4, "--prefetch", min=0, help="Frames decoded and detected ahead (0: none)."),
+    prefetch: Optional[int] = typer.Option(None, "--prefetch", min=0,
+                                           help="Frames decoded and detected ahead (0: none). Default: automatic."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of the pose model."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the pose model (compile time "
                                                                 "is not counted in the run's seconds)."),

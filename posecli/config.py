@@ -33,8 +33,8 @@ class PipelineConfig:
     so the backbone runs once per (frame, box), "key" crops them with the key frame's box (the
     paper; T backbone passes per person and frame); ``detect_every`` k runs the detector on every
     k-th frame and moves the tracked persons' boxes in between; ``prefetch`` frames are decoded and
-    detected ahead in a background thread (0: no thread); ``threads`` is the model's CPU thread
-    count (None: see ``pipeline.resolve_threads``).
+    detected ahead in a background thread (0: no thread) and ``threads`` is the model's CPU thread
+    count (None for either: chosen from the cores, see ``pipeline.resolve_threads``).
 
     Defaults, measured on sports2d_demo.mp4 and pose2sim_MultiPerson_cam02.mp4 against their
     pseudo-labels (2-core CPU): "own" crops and bfloat16 each change PCK@0.2 by less than 0.002
@@ -52,7 +52,7 @@ class PipelineConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     neighbour_crops: str = "own"  # own | key
     detect_every: int = 1
-    prefetch: int = 4
+    prefetch: int | None = None  # frames decoded/detected ahead in a thread; None: automatic
     threads: int | None = None
     compile: bool = False  # torch.compile the network: minutes up front, for long videos
     detector: str = "yolox-nano"

@@ -7,7 +7,8 @@ library); ``Pipeline.process(path, out_dir)`` writes them to the output files.
 How the work is laid out (see ``PipelineConfig`` for the options):
 
 * Decoding and detection run in a background thread, a few frames ahead of the pose model
-  (``prefetch``; OpenCV, decord and torch release the GIL), so they overlap with model work.
+  (``prefetch``; OpenCV, decord and torch release the GIL), so they overlap with model work, given
+  a GPU or 3 or more cores (on 2 cores one thread measured faster: :func:`resolve_threads`).
 * Key frames are batched: person-windows of several key frames go through the model together
   (``batch_size``); crops go to the device as uint8 and features stay there until the heatmaps
   come back, once per batch.
@@ -22,10 +23,10 @@ How the work is laid out (see ``PipelineConfig`` for the options):
   frames (δ = window // 2: a key frame's window needs δ later frames), so detector boxes at most
   δ+1 frames old are used as they are (moved by the tracks' motion) and older ones make the
   pending batch run first, so that its poses can be moved instead.
-* Threads: on a CPU the model's operators use most cores and the detector (in the prefetch thread)
-  the rest (:func:`resolve_threads`); both are set for the duration of a run and restored after.
+* Threads: :func:`resolve_threads` splits the cores between the model and the detector; the
+  thread counts hold for the duration of a run and are restored after.
 
-Memory stays flat in video length: the background thread holds at most ``prefetch`` frames, the
+Memory stays flat in video length: the prefetch queue holds at most ``prefetch`` frames, the
 temporal window the 2δ+1 frames it needs, key frames wait for a batch up to a fixed number of
 person-windows or ``MAX_PENDING_FRAMES`` frames, cached features are dropped when their frame
 leaves the window, and the sinks stream.
@@ -145,24 +146,51 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_threads(config: PipelineConfig, device: str) -> tuple[int, int | None]:
-    """CPU threads of the pose model (torch intra-op) and of the detector (OpenCV).
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Where the CPU work of a run goes.
 
-    ``config.threads`` sets the model's. By default, when decoding and detection run in the prefetch
-    thread on a CPU run, the cores are split: a quarter (at least one) to the detector, the rest to
-    the model; otherwise the model gets every core and OpenCV's setting is left alone (None). On the
-    2-core development machine this is one thread each, which beat two model threads by 2-4× and a
-    two-thread detector by 10-40 % (OpenMP and OpenCV threads that find their core busy wait for
-    each other at every operator).
+    Attributes:
+        model: intra-op threads of the pose model (torch).
+        detector: OpenCV threads (the detector), or None to leave OpenCV's setting alone.
+        prefetch: frames decoded and detected ahead in a background thread (0: none, all in one).
+    """
+
+    model: int
+    detector: int | None
+    prefetch: int
+
+
+# Frames decoded and detected ahead when a background thread pays off.
+DEFAULT_PREFETCH = 4
+
+
+def resolve_threads(config: PipelineConfig, device: str) -> ThreadPlan:
+    """Split the cores between the pose model and decoding + detection.
+
+    With a GPU, or 3 or more CPU cores, decoding and detection run in a background thread
+    (``DEFAULT_PREFETCH`` frames ahead) with a quarter of the cores (at least one) for OpenCV, and
+    the model gets the rest. With fewer cores everything runs in one thread and the model gets one
+    core. Measured on the 2-core development machine (``posecli bench``, sports2d_demo.mp4, ratio to
+    the baseline in the same run, 2 rounds each): one thread, model on 1 thread: 0.77-0.84; decoding
+    in a background thread: 0.74-0.78; decoding and detection there: 0.65-0.78 (the detector, the
+    largest stage, slows down by 30-40 % next to the model); model on 2 threads: 0.44-0.74 (OpenMP
+    threads that find their core busy wait for each other at every operator).
+    ``config.threads`` and ``config.prefetch`` override the automatic choices.
     """
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    detector = None
-    if device == "cpu" and config.prefetch > 0 and config.boxes_file is None:
-        detector = max(cores // 4, 1)
-    model = config.threads or max(cores - (detector or 0), 1)
-    return model, detector
+    small = device == "cpu" and cores < 3
+    prefetch = config.prefetch if config.prefetch is not None else (0 if small else DEFAULT_PREFETCH)
+    detector = max(cores // 4, 1) if device == "cpu" and prefetch > 0 else None
+    if config.threads is not None:
+        model = config.threads
+    elif small:
+        model = 1
+    else:
+        model = max(cores - (detector or 0), 1)
+    return ThreadPlan(model=model, detector=detector, prefetch=prefetch)
 
 
 class Pipeline:
@@ -187,13 +215,13 @@ class Pipeline:
                                f"not {config.neighbour_crops!r}")
         if config.detect_every < 1:
             raise PoseCliError(f"--detect-every must be at least 1, not {config.detect_every}")
-        if config.prefetch < 0:
+        if config.prefetch is not None and config.prefetch < 0:
             raise PoseCliError(f"--prefetch must be 0 (off) or more frames, not {config.prefetch}")
         if config.threads is not None and config.threads < 1:
             raise PoseCliError(f"--threads must be at least 1, not {config.threads}")
         self.config = config
         self.device = resolve_device(config.device)
-        self.threads, self.detector_threads = resolve_threads(config, self.device)
+        self.threads = resolve_threads(config, self.device)
         self.model = load_pose_model(config.weights, device=self.device, window=config.window,
                                      steps=config.steps, seed=config.seed, batch_size=config.batch_size,
                                      dtype=config.dtype, compile=config.compile)
@@ -225,7 +253,8 @@ class Pipeline:
                   ) -> Iterator[tuple[int, Frame, Detections | None]]:
         """(stream position, frame, detections or None where the detector skips the frame).
 
-        Runs in the prefetch thread: decoding happens while this generator waits for ``frames``.
+        Runs in the prefetch thread, if any: decoding happens while this generator waits for
+        ``frames``.
         """
         every = self.detect_every
         t0 = time.perf_counter()
@@ -368,15 +397,15 @@ class Pipeline:
                     yield from flush()
 
         previous_threads = torch.get_num_threads(), cv2.getNumThreads()
-        torch.set_num_threads(self.threads)
-        if self.detector_threads is not None:
-            cv2.setNumThreads(self.detector_threads)
-        stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.config.prefetch)
+        torch.set_num_threads(self.threads.model)
+        if self.threads.detector is not None:
+            cv2.setNumThreads(self.threads.detector)
+        stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.threads.prefetch)
         try:
             with contextlib.closing(stream):
                 t0 = time.perf_counter()
                 for position, frame, detections in stream:
-                    if self.config.prefetch:
+                    if self.threads.prefetch:
                         times.add("wait", t0, gpu=False)
                     if detections is None:
                         # Poses are known up to δ+1 frames back once the pending batch is run. If

@@ -20,7 +20,7 @@ from posecli.errors import PoseCliError
 from posecli.models import DiffPose, save_checkpoint
 from posecli.models.loading import (DEFAULT_POSE_WEIGHTS, MAX_GPU_BATCH, auto_batch_size, load_pose_model,
                                     resolve_dtype)
-from posecli.pipeline import Pipeline
+from posecli.pipeline import Pipeline, ThreadPlan, resolve_threads
 from posecli.prefetch import prefetch
 from posecli.propagate import BoxPropagator
 from posecli.track import box_iou
@@ -308,6 +308,35 @@ def test_pending_frames_are_bounded_when_batches_never_fill(random_weights, monk
     assert len(lags) == 40
     # pending frames + δ (window) + the prefetch queue and the frame in the worker's hand
     assert max(lags) <= 5 + 1 + 2 + 2
+
+
+def test_prefetch_thread_or_not_gives_the_same_poses(shared_dir, random_weights):
+    frames = _frames(shared_dir, MULTI, 5)
+    pipe = Pipeline(replace(_config(random_weights, shared_dir, MULTI), boxes_file=None))
+    truth = BoxesFileDetector(shared_dir / "data" / "videos" / f"{MULTI}.pseudo.json")
+    threads = []
+    pipe._detector = lambda frame: threads.append(threading.current_thread().name) or truth(frame)
+    results = {}
+    for depth in (3, 0):
+        threads.clear()
+        pipe.threads = ThreadPlan(model=1, detector=None, prefetch=depth)
+        results[depth] = list(pipe.untracked(frames))
+        assert set(threads) == {"posecli-prefetch" if depth else threading.current_thread().name}
+    for a, b in zip(results[3], results[0]):
+        np.testing.assert_array_equal(a.poses.keypoints_xy, b.poses.keypoints_xy)
+
+
+def test_thread_plan_follows_the_cores(monkeypatch):
+    def plan(cores, **options):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+        return resolve_threads(PipelineConfig(**options), options.pop("device", "cpu"))
+
+    assert plan(2) == ThreadPlan(model=1, detector=None, prefetch=0)
+    assert plan(2, prefetch=4) == ThreadPlan(model=1, detector=1, prefetch=4)
+    assert plan(16) == ThreadPlan(model=12, detector=4, prefetch=4)
+    assert plan(4, prefetch=0) == ThreadPlan(model=4, detector=None, prefetch=0)
+    assert plan(16, threads=3) == ThreadPlan(model=3, detector=4, prefetch=4)
+    assert plan(2, device="cuda") == ThreadPlan(model=2, detector=None, prefetch=4)
 
 
 def test_options_are_checked(shared_dir, random_weights):
