@@ -2,11 +2,11 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from conftest import cut_clip
 from posecli.bench import repeated_frames, run_bench, score_against_pseudo_labels
 from posecli.config import PipelineConfig
 from posecli.models import DiffPose, save_checkpoint
@@ -18,20 +18,8 @@ FIRST, FRAMES = 60, 8  # one walker in view in every frame
 @pytest.fixture(scope="module")
 def short_clip(shared_dir, tmp_path_factory):
     """Frames 60-67 of sports2d_demo.mp4, re-encoded, with their pseudo-labels renumbered from 0."""
-    capture = cv2.VideoCapture(str(shared_dir / "data" / "videos" / f"{CLIP}.mp4"))
     folder = tmp_path_factory.mktemp("clip")
-    path = folder / "short.mp4"
-    for _ in range(FIRST):
-        assert capture.grab()
-    writer = None
-    for _ in range(FRAMES):
-        ok, frame = capture.read()
-        assert ok
-        if writer is None:
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, frame.shape[1::-1])
-        writer.write(frame)
-    writer.release()
-    capture.release()
+    path = cut_clip(shared_dir / "data" / "videos" / f"{CLIP}.mp4", folder / "short.mp4", FIRST, FRAMES)
     data = json.loads((shared_dir / "data" / "videos" / f"{CLIP}.pseudo.json").read_text())
     images = [dict(i, frame_index=i["frame_index"] - FIRST) for i in data["images"]
               if FIRST <= i["frame_index"] < FIRST + FRAMES]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import cut_clip
 from posecli.cli import app
 from posecli.sinks import read_posecli_json
 
@@ -26,20 +27,7 @@ def iou(a, b):
 @pytest.fixture
 def short_clip(shared_dir, tmp_path):
     """Frames 60–99 of sports2d_demo.mp4 (a walker, 1768×994), re-encoded."""
-    capture = cv2.VideoCapture(str(shared_dir / "data" / "videos" / "sports2d_demo.mp4"))
-    for _ in range(FIRST):
-        assert capture.grab()
-    path = tmp_path / "walk.mp4"
-    writer = None
-    for _ in range(FRAMES):
-        ok, frame = capture.read()
-        assert ok
-        if writer is None:
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, frame.shape[1::-1])
-        writer.write(frame)
-    writer.release()
-    capture.release()
-    return path
+    return cut_clip(shared_dir / "data" / "videos" / "sports2d_demo.mp4", tmp_path / "walk.mp4", FIRST, FRAMES)
 
 
 @pytest.mark.slow
