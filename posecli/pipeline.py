@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from posecli import weights as weights_lib
@@ -152,12 +151,12 @@ class ThreadPlan:
 
     Attributes:
         model: intra-op threads of the pose model (torch).
-        detector: OpenCV threads (the detector), or None to leave OpenCV's setting alone.
+        detector: onnxruntime threads of the detector.
         prefetch: frames decoded and detected ahead in a background thread (0: none, all in one).
     """
 
     model: int
-    detector: int | None
+    detector: int
     prefetch: int
 
 
@@ -169,13 +168,13 @@ def resolve_threads(config: PipelineConfig, device: str) -> ThreadPlan:
     """Split the cores between the pose model and decoding + detection.
 
     With a GPU, or 3 or more CPU cores, decoding and detection run in a background thread
-    (``DEFAULT_PREFETCH`` frames ahead) with a quarter of the cores (at least one) for OpenCV, and
-    the model gets the rest. With fewer cores everything runs in one thread and the model gets one
-    core. Measured on the 2-core development machine (``posecli bench``, sports2d_demo.mp4, ratio to
-    the baseline in the same run, 2 rounds each): one thread, model on 1 thread: 0.77-0.84; decoding
-    in a background thread: 0.74-0.78; decoding and detection there: 0.65-0.78 (the detector, the
-    largest stage, slows down by 30-40 % next to the model); model on 2 threads: 0.44-0.74 (OpenMP
-    threads that find their core busy wait for each other at every operator).
+    (``DEFAULT_PREFETCH`` frames ahead) with a quarter of the cores (at least one) for the detector,
+    and the model gets the rest. With fewer cores everything runs in one thread: the model on one
+    core, the detector on all of them. Measured on the 2-core development machine (``posecli bench``,
+    sports2d_demo.mp4, idle machine, 2 rounds, person-frames/s): one thread, model and detector on
+    one core each: 17.4 / 19.7; detector on both cores: 21.0 / 21.2; model on both cores too:
+    19.7 / 20.2; decoding and detection in a background thread on one core: 20.0 / 20.2 (the
+    detector slows down by 20-30 % next to the model, and under load the thread loses more).
     ``config.threads`` and ``config.prefetch`` override the automatic choices.
     """
     import os
@@ -183,13 +182,13 @@ def resolve_threads(config: PipelineConfig, device: str) -> ThreadPlan:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     small = device == "cpu" and cores < 3
     prefetch = config.prefetch if config.prefetch is not None else (0 if small else DEFAULT_PREFETCH)
-    detector = max(cores // 4, 1) if device == "cpu" and prefetch > 0 else None
+    detector = max(cores // 4, 1) if prefetch > 0 else cores
     if config.threads is not None:
         model = config.threads
     elif small:
         model = 1
     else:
-        model = max(cores - (detector or 0), 1)
+        model = max(cores - (detector if prefetch > 0 else 0), 1)
     return ThreadPlan(model=model, detector=detector, prefetch=prefetch)
 
 
@@ -244,7 +243,8 @@ class Pipeline:
             if factory is None:
                 raise PoseCliError(f"unknown detector {self.config.detector!r}; choose one of {', '.join(DETECTORS)}")
             path = weights_lib.resolve(self.config.detector, explicit_path=self.config.detector_weights)
-            self._detector = factory(path, score_threshold=self.config.score_threshold)
+            self._detector = factory(path, score_threshold=self.config.score_threshold,
+                                     threads=self.threads.detector)
         return self._detector
 
     # -- streaming core ----------------------------------------------------------------------
@@ -396,10 +396,8 @@ class Pipeline:
                 if persons >= self.model.batch_size or len(pending) >= MAX_PENDING_FRAMES:
                     yield from flush()
 
-        previous_threads = torch.get_num_threads(), cv2.getNumThreads()
+        previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads.model)
-        if self.threads.detector is not None:
-            cv2.setNumThreads(self.threads.detector)
         stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.threads.prefetch)
         try:
             with contextlib.closing(stream):
@@ -423,8 +421,7 @@ class Pipeline:
             yield from ready(windows.flush())
             yield from flush()
         finally:
-            torch.set_num_threads(previous_threads[0])
-            cv2.setNumThreads(previous_threads[1])
+            torch.set_num_threads(previous_threads)
 
     def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order."""

@@ -319,7 +319,7 @@ def test_prefetch_thread_or_not_gives_the_same_poses(shared_dir, random_weights)
     results = {}
     for depth in (3, 0):
         threads.clear()
-        pipe.threads = ThreadPlan(model=1, detector=None, prefetch=depth)
+        pipe.threads = ThreadPlan(model=1, detector=1, prefetch=depth)
         results[depth] = list(pipe.untracked(frames))
         assert set(threads) == {"posecli-prefetch" if depth else threading.current_thread().name}
     for a, b in zip(results[3], results[0]):
@@ -331,12 +331,12 @@ def test_thread_plan_follows_the_cores(monkeypatch):
         monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
         return resolve_threads(PipelineConfig(**options), options.pop("device", "cpu"))
 
-    assert plan(2) == ThreadPlan(model=1, detector=None, prefetch=0)
+    assert plan(2) == ThreadPlan(model=1, detector=2, prefetch=0)
     assert plan(2, prefetch=4) == ThreadPlan(model=1, detector=1, prefetch=4)
     assert plan(16) == ThreadPlan(model=12, detector=4, prefetch=4)
-    assert plan(4, prefetch=0) == ThreadPlan(model=4, detector=None, prefetch=0)
+    assert plan(4, prefetch=0) == ThreadPlan(model=4, detector=4, prefetch=0)
     assert plan(16, threads=3) == ThreadPlan(model=3, detector=4, prefetch=4)
-    assert plan(2, device="cuda") == ThreadPlan(model=2, detector=None, prefetch=4)
+    assert plan(2, device="cuda") == ThreadPlan(model=1, detector=1, prefetch=4)
 
 
 def test_options_are_checked(shared_dir, random_weights):
