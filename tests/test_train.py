@@ -278,3 +278,18 @@ def test_resume_continues_the_same_run(shared_dir: Path, tmp_path: Path):
     assert a["step"] == b["step"] == 6
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_training_lowers_the_loss(shared_dir: Path, tmp_path: Path, amp: str):
+    # The autocast and gradient-scaler path that CUDA training takes, run on the CPU.
+    from posecli.models.checkpoint import load_checkpoint
+
+    config = replace(_tiny_config(shared_dir, tmp_path / "run", steps=25), amp=amp)
+    torch.manual_seed(config.seed)
+    before = _fixed_loss(build_model(config), config)
+    loaded, _ = load_checkpoint(train(config))
+    assert _fixed_loss(loaded, config) < 0.5 * before
+    scaler = torch.load(tmp_path / "run" / "state.pt", weights_only=False)["scaler"]
+    assert bool(scaler) == (amp == "fp16")  # the scaler only runs for float16

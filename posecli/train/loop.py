@@ -346,7 +346,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
     no_decay = [p for p in params if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     from posecli.models.diffusion import NoiseSchedule
     from posecli.models.preprocess import crops_to_tensor
