@@ -48,8 +48,12 @@ MATCH_IOU = 0.3
 PSEUDO_CONFIDENCE = 0.3
 
 
-def repeated_frames(path: Path, repeat: int) -> tuple[Iterator[Frame], SourceInfo]:
-    """The clip's frames ``repeat`` times over, as one stream with increasing index and time."""
+def repeated_frames(path: Path, repeat: int, tile: int = 1) -> tuple[Iterator[Frame], SourceInfo]:
+    """The clip's frames ``repeat`` times over, as one stream with increasing index and time.
+
+    ``tile`` > 1 puts each frame ``tile`` × ``tile`` times side by side, so every person appears
+    ``tile``² times: a many-person stream from a few-person clip.
+    """
     with open_source(path) as source:
         info = source.info
 
@@ -59,12 +63,14 @@ def repeated_frames(path: Path, repeat: int) -> tuple[Iterator[Frame], SourceInf
             last = 0.0
             with open_source(path) as source:
                 for frame in source:
-                    yield Frame(index, offset + frame.time_s, frame.image, frame.file)
+                    image = np.tile(frame.image, (tile, tile, 1)) if tile > 1 else frame.image
+                    yield Frame(index, offset + frame.time_s, image, frame.file)
                     index += 1
                     last = frame.time_s
             offset += last + 1.0 / max(info.fps, 1e-6)
 
-    return frames(), replace(info, num_frames=info.num_frames * repeat)
+    return frames(), replace(info, num_frames=info.num_frames * repeat, width=info.width * tile,
+                             height=info.height * tile)
 
 
 def peak_rss_mib() -> float:
@@ -88,9 +94,9 @@ def current_rss_mib() -> float:
 
 
 def time_baseline(path: Path, detector, pose_model, repeat: int = 1,  # noqa: ANN001
-                  detector_name: str = "yolox-nano") -> dict:
+                  detector_name: str = "yolox-nano", tile: int = 1) -> dict:
     """Decode → detect → top-down pose per box, no tracking or writing: the baseline pipeline."""
-    frames, _ = repeated_frames(path, repeat)
+    frames, _ = repeated_frames(path, repeat, tile)
     seconds = {"decode": 0.0, "detect": 0.0, "pose": 0.0}
     count = persons = 0
     cpu0 = cpu_seconds()
@@ -205,7 +211,8 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
 
 
 def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: bool = True,
-              baseline_dirs: tuple[Path, ...] = (), pseudo_labels: Path | None = None) -> dict:
+              baseline_dirs: tuple[Path, ...] = (), pseudo_labels: Path | None = None,
+              tile: int = 1) -> dict:
     """Time the full pipeline (and the baseline) on ``path``; returns the JSON-able report.
 
     Args:
@@ -215,14 +222,21 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
         baseline: also time YOLOX-nano + MoveNet Lightning on the same clip (same repeat).
         baseline_dirs: where to look for MoveNet's ``.tflite``.
         pseudo_labels: score the poses of the clip's first pass against this ``.pseudo.json``.
+        tile: show each frame ``tile`` × ``tile`` times side by side (see :func:`repeated_frames`).
+
+    Raises:
+        PoseCliError: ``tile`` > 1 with pseudo-labels or a boxes file (both are for the untiled clip).
     """
     import torch
+
+    if tile > 1 and (pseudo_labels is not None or config.boxes_file is not None):
+        raise PoseCliError("--tile needs the detector: pseudo-labels and boxes files describe the untiled clip")
 
     from posecli.pipeline import Pipeline, StageTimes
 
     pipeline = Pipeline(config)
     model = pipeline.model
-    frames, info = repeated_frames(path, repeat)
+    frames, info = repeated_frames(path, repeat, tile)
     # One call on blank crops first: one-off costs (kernel selection, lazy CUDA init, allocator
     # growth, torch.compile) are not what a long video pays per frame. Two windows, as a batch of
     # one is a special case for torch.compile's dynamic shapes.
@@ -239,7 +253,7 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
         summary = pipeline.write(frames, info, out_dir, Path(path).stem, times=times, observe=recorder)
     report = {
         "format": "posecli-bench/1",
-        "input": str(path), "repeat": repeat, "frames": summary.frames,
+        "input": str(path), "repeat": repeat, "tile": tile, "frames": summary.frames,
         "person_frames": summary.poses, "tracks": summary.tracks,
         "seconds": summary.seconds,
         "fps": summary.frames / summary.seconds,
@@ -272,7 +286,7 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
         from posecli.baselines import load_baseline
 
         base = time_baseline(path, pipeline.make_detector(), load_baseline("movenet", baseline_dirs), repeat,
-                             detector_name=report["settings"]["detector"])
+                             detector_name=report["settings"]["detector"], tile=tile)
         report["baseline"] = base
         report["speed_ratio_vs_baseline"] = round(report["fps"] / base["fps"], 3)
         # CPU seconds per frame, baseline over ours: less sensitive to other processes' load.

@@ -227,6 +227,8 @@ def train(
 def bench(
     clip: Path = typer.Argument(..., help="Video file to time."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Feed the clip this many times as one long stream."),
+    tile: int = typer.Option(1, "--tile", min=1, help="Put each frame K×K times side by side (K² copies of "
+                                                       "every person): a many-person stream."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     window: Optional[int] = typer.Option(None, "--window", min=1),
     steps: Optional[int] = typer.Option(None, "--steps", min=1),
@@ -261,7 +263,7 @@ def bench(
                             detector_weights=detector_weights, boxes_file=boxes)
     try:
         bench_and_print(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=tuple(baseline_dir),
-                        json_out=json_out, pseudo_labels=pseudo_labels)
+                        json_out=json_out, pseudo_labels=pseudo_labels, tile=tile)
     except PoseCliError as exc:
         _fail(str(exc))
 

@@ -159,15 +159,16 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
 
 def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline: bool,
                     baseline_dirs: tuple[Path, ...], json_out: Path | None, console: Console | None = None,
-                    pseudo_labels: Path | None = None) -> dict:
+                    pseudo_labels: Path | None = None, tile: int = 1) -> dict:
     """``posecli bench``: run the benchmark, print a table, optionally write the JSON report."""
     from posecli.bench import run_bench
     from posecli.evaluate import write_json_atomic
 
     report = run_bench(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=baseline_dirs,
-                       pseudo_labels=pseudo_labels)
+                       pseudo_labels=pseudo_labels, tile=tile)
     console = console or _wide_console()
-    table = Table(title=f"posecli bench: {clip.name} ×{repeat}")
+    tiled = f", tiled {tile}×{tile}" if tile > 1 else ""
+    table = Table(title=f"posecli bench: {clip.name} ×{repeat}{tiled}")
     table.add_column("what")
     table.add_column("value", justify="right")
     for key in ("frames", "person_frames", "tracks"):

@@ -9,6 +9,7 @@ import torch
 from conftest import cut_clip
 from posecli.bench import repeated_frames, run_bench, score_against_pseudo_labels
 from posecli.config import PipelineConfig
+from posecli.errors import PoseCliError
 from posecli.models import DiffPose, save_checkpoint
 
 CLIP = "sports2d_demo"
@@ -76,6 +77,23 @@ def test_repeated_frames_keep_counting(short_clip):
     assert [f.index for f in frames] == list(range(3 * FRAMES))
     times = [f.time_s for f in frames]
     assert all(b > a for a, b in zip(times, times[1:]))
+
+
+def test_tiled_frames_repeat_the_image_side_by_side(short_clip):
+    plain = next(iter(repeated_frames(short_clip, 1)[0]))
+    frames, info = repeated_frames(short_clip, 2, tile=2)
+    first = next(iter(frames))
+    h, w = plain.image.shape[:2]
+    assert (info.height, info.width) == (2 * h, 2 * w) and first.image.shape == (2 * h, 2 * w, 3)
+    for y in (0, h):
+        for x in (0, w):
+            np.testing.assert_array_equal(first.image[y:y + h, x:x + w], plain.image)
+
+
+def test_tiling_refuses_labels_of_the_untiled_clip(short_clip):
+    pseudo = short_clip.with_suffix(".pseudo.json")
+    with pytest.raises(PoseCliError, match="--tile needs the detector"):
+        run_bench(short_clip, PipelineConfig(boxes_file=pseudo), tile=2, baseline=False)
 
 
 def test_report_has_stages_settings_memory_baseline_and_accuracy(short_clip, shared_dir, tmp_path):
