@@ -170,9 +170,11 @@ def eval_command(
 @app.command()
 def train(
     data: list[str] = typer.Option(..., "--data", help="Training set PATH[:WEIGHT]: a COCO keypoint JSON (images "
-                                                       "next to it) or a clip's .pseudo.json; repeatable."),
+                                                       "next to it), a clip's .pseudo.json or a shard folder "
+                                                       "(posecli shard); repeatable."),
     out: Path = typer.Option(..., "--out", help="Run folder: logs, resumable state, checkpoints."),
-    val: Optional[Path] = typer.Option(None, "--val", help="COCO keypoint JSON for the periodic PCK check."),
+    val: Optional[Path] = typer.Option(None, "--val", help="COCO keypoint JSON (or its shard folder) for the "
+                                                           "periodic PCK check."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Optimizer steps (length of the LR schedule)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -221,6 +223,36 @@ def train(
     except PoseCliError as exc:
         _fail(str(exc))
     typer.echo(str(checkpoint))
+
+
+@app.command()
+def shard(
+    data: list[str] = typer.Option(..., "--data", help="Training set PATH[:WEIGHT], as for `posecli train`; repeatable."),
+    out: Path = typer.Option(..., "--out", help="Empty folder for shard_NNN.npz files and manifest.json."),
+    window: int = typer.Option(3, "--window", min=1, help="Frames of a clip window (as the training run will use)."),
+    input_size: tuple[int, int] = typer.Option((256, 192), "--input-size", help="Model input height width."),
+    max_mb: float = typer.Option(60.0, "--max-mb", min=1.0, help="Largest shard file, MiB."),
+) -> None:
+    """Pack training sets into compact shards (person patches as JPEG) for `posecli train --data DIR`."""
+    from posecli.train.loop import DatasetSpec, TrainConfig, build_sources
+    from posecli.train.shard import is_shard_dir, write_shards
+
+    specs = tuple(DatasetSpec.parse(item) for item in data)
+    for spec in specs:
+        if is_shard_dir(spec.path):
+            _fail(f"{spec.path} is already a shard folder")
+    # Teacher labels kept and no suspect rule: labels are stored raw, the rules apply when training.
+    config = TrainConfig(datasets=specs, out_dir=out, window=window, input_size=tuple(input_size),
+                         face_teacher_weight=1.0, drop_lr_suspect=False)
+    try:
+        sources, weights = build_sources(config)
+        manifest = write_shards(sources, weights, out, tuple(input_size), window, max_mb,
+                                progress=lambda done, total: typer.echo(f"{done}/{total} persons", err=True))
+    except PoseCliError as exc:
+        _fail(str(exc))
+    persons = sum(s["persons"] for s in manifest["sources"])
+    size = sum((out / f).stat().st_size for f in manifest["files"]) / 2**20
+    typer.echo(f"{persons} persons in {len(manifest['files'])} shards ({size:.1f} MiB): {out}")
 
 
 @app.command()

@@ -48,6 +48,45 @@ class PersonSample:
     weights: np.ndarray
 
 
+@dataclass(frozen=True)
+class PersonLabels:
+    """A person's labels as the data gives them, before the training rules.
+
+    Attributes:
+        xy: [K, 2] joints (frame pixels).
+        weights: [K] loss weights of the dataset's own labels (0: unlabelled).
+        teacher: [K, 3] teacher labels (x, y, confidence); confidence 0 where there are none.
+        suspect: [K] joints of limb groups flagged as likely left/right swapped.
+    """
+
+    xy: np.ndarray
+    weights: np.ndarray
+    teacher: np.ndarray
+    suspect: np.ndarray
+
+    @staticmethod
+    def plain(xy: np.ndarray, weights: np.ndarray) -> "PersonLabels":
+        k = len(weights)
+        return PersonLabels(xy, weights, np.zeros((k, 3), np.float32), np.zeros(k, bool))
+
+    def resolve(self, face_teacher_weight: float, drop_lr_suspect: bool,
+                teacher_min_conf: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+        """(xy [K, 2] float64, weights [K] float32) for the loss.
+
+        ``drop_lr_suspect`` gives suspect joints weight 0; ``face_teacher_weight`` > 0 fills
+        unlabelled face joints (0–4) with teacher labels of confidence >= ``teacher_min_conf``.
+        """
+        xy = np.asarray(self.xy, np.float64).copy()
+        weights = np.asarray(self.weights, np.float32).copy()
+        if drop_lr_suspect:
+            weights[np.asarray(self.suspect, bool)] = 0.0
+        if face_teacher_weight > 0:
+            for j in FACE:
+                if weights[j] == 0 and self.teacher[j, 2] >= teacher_min_conf:
+                    xy[j], weights[j] = self.teacher[j, :2], face_teacher_weight
+        return xy, weights
+
+
 def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -94,26 +133,25 @@ class CocoKeypoints:
         data = json.loads(self.json_path.read_text())
         files = {im["id"]: im["file_name"] for im in data["images"]}
         self.items: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, int]] = []
+        self._labels: list[PersonLabels] = []
         self.num_teacher_face = 0
         for ann in data["annotations"]:
             if ann.get("iscrowd", 0) or ann["bbox"][2] < 2 or ann["bbox"][3] < 2:
                 continue
             kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
-            weights = (kp[:, 2] > 0).astype(np.float32)
-            if drop_lr_suspect:
-                for group in ann.get("lr_swap_suspect", []):
-                    weights[list(ARMS if group == "arms" else LEGS)] = 0.0
-            xy = kp[:, :2].copy()
-            if face_teacher_weight > 0 and "pseudo_keypoints" in ann:
-                teacher = np.asarray(ann["pseudo_keypoints"], np.float64).reshape(-1, 3)
-                for j in FACE:
-                    if weights[j] == 0 and teacher[j, 2] >= teacher_min_conf:
-                        xy[j], weights[j] = teacher[j, :2], face_teacher_weight
-                        self.num_teacher_face += 1
+            suspect = np.zeros(len(kp), bool)
+            for group in ann.get("lr_swap_suspect", []):
+                suspect[list(ARMS if group == "arms" else LEGS)] = True
+            teacher = (np.asarray(ann["pseudo_keypoints"], np.float32).reshape(-1, 3)
+                       if "pseudo_keypoints" in ann else np.zeros((len(kp), 3), np.float32))
+            labels = PersonLabels(kp[:, :2], (kp[:, 2] > 0).astype(np.float32), teacher, suspect)
+            xy, weights = labels.resolve(face_teacher_weight, drop_lr_suspect, teacher_min_conf)
             if weights.sum() <= 0:
                 continue
+            self.num_teacher_face += int(np.sum((weights > 0) & (labels.weights == 0)))
             self.items.append((files[ann["image_id"]], _xywh_to_xyxy(ann["bbox"]), xy, weights,
                                int(ann["id"])))
+            self._labels.append(labels)
             if limit is not None and len(self.items) >= limit:
                 break
         self.name = f"{self.json_path.parent.name}/{self.json_path.name}"
@@ -124,6 +162,9 @@ class CocoKeypoints:
     def load(self, index: int) -> PersonSample:
         file_name, box, xy, weights, _ = self.items[index]
         return PersonSample([read_image(self.image_dir / file_name)], box, xy, weights)
+
+    def labels(self, index: int) -> PersonLabels:
+        return self._labels[index]
 
     def describe(self) -> dict:
         return {"name": self.name, "file": str(self.json_path), "persons": len(self),
@@ -214,6 +255,10 @@ class VideoPseudoLabels:
         indices = [min(max(frame + d, 0), self.num_frames - 1) for d in range(-delta, delta + 1)]
         frames = [read_image(self._frame_file(i)) for i in indices]
         return PersonSample(frames, box, xy, weights)
+
+    def labels(self, index: int) -> PersonLabels:
+        _, _, xy, weights = self.items[index]
+        return PersonLabels.plain(xy, weights)
 
     def describe(self) -> dict:
         return {"name": self.name, "file": str(self.json_path), "video": str(self.video_path),

@@ -37,7 +37,8 @@ log = logging.getLogger("posecli.train")
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One training source: a COCO keypoint JSON or a ``*.pseudo.json`` clip, and its mixing weight.
+    """One training source and its mixing weight: a COCO keypoint JSON, a ``*.pseudo.json`` clip,
+    or a shard folder (``posecli shard``; its sources keep their recorded weights, times this one).
 
     ``limit`` keeps the first persons only (tests, quick runs).
     """
@@ -105,7 +106,7 @@ class TrainConfig:
         drop_lr_suspect: zero the limb groups flagged ``lr_swap_suspect`` in LSP-Extended.
         pseudo_min_conf: pseudo-label confidence from which a clip joint counts as labelled.
         augment: augmentation ranges.
-        val_json: COCO JSON for validation (PCK); None = no validation.
+        val_json: COCO JSON (or a shard folder of one) for validation (PCK); None = no validation.
         val_limit: first persons of ``val_json`` used.
         val_every: steps between validations (0 = only at the end of the session).
         val_steps: DDIM steps used to predict in validation.
@@ -159,20 +160,41 @@ class TrainConfig:
 
 def build_sources(config: TrainConfig) -> tuple[list, list[float]]:
     """Instantiate the training sources of ``config.datasets``."""
+    from posecli.train.shard import is_shard_dir, open_shards
+
     cache = Path(config.cache_dir) if config.cache_dir else Path(config.out_dir).parent / "cache"
     sources, weights = [], []
     for spec in config.datasets:
         path = Path(spec.path)
-        if path.name.endswith(".pseudo.json"):
-            source = VideoPseudoLabels(path, config.window, cache, min_conf=config.pseudo_min_conf)
-            if spec.limit is not None:
-                source.items = source.items[: spec.limit]
+        if is_shard_dir(path):
+            found, mix = open_shards(path, config.window, config.face_teacher_weight, config.drop_lr_suspect)
+            mix = [w * spec.weight for w in mix]
+        elif path.name.endswith(".pseudo.json"):
+            found = [VideoPseudoLabels(path, config.window, cache, min_conf=config.pseudo_min_conf)]
+            mix = [spec.weight]
         else:
-            source = CocoKeypoints(path, face_teacher_weight=config.face_teacher_weight,
-                                   drop_lr_suspect=config.drop_lr_suspect, limit=spec.limit)
-        sources.append(source)
-        weights.append(spec.weight)
+            found = [CocoKeypoints(path, face_teacher_weight=config.face_teacher_weight,
+                                   drop_lr_suspect=config.drop_lr_suspect, limit=spec.limit)]
+            mix = [spec.weight]
+        if spec.limit is not None:
+            for source in found:
+                source.items = source.items[: spec.limit]
+        sources += found
+        weights += mix
     return sources, weights
+
+
+def open_val_source(config: TrainConfig):  # noqa: ANN201 - a training source
+    """The validation persons: all labelled joints, no teacher labels, the first ``val_limit``."""
+    from posecli.train.shard import is_shard_dir, open_shards
+
+    if config.val_json is None:
+        return None
+    if is_shard_dir(config.val_json):
+        source = open_shards(config.val_json, config.window, 0.0, False)[0][0]
+        source.items = source.items[: config.val_limit]
+        return source
+    return CocoKeypoints(config.val_json, face_teacher_weight=0.0, drop_lr_suspect=False, limit=config.val_limit)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -338,8 +360,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
     np.random.seed(config.seed)
 
     sources, mix = build_sources(config)
-    val_source = (CocoKeypoints(config.val_json, face_teacher_weight=0.0, drop_lr_suspect=False,
-                                limit=config.val_limit) if config.val_json else None)
+    val_source = open_val_source(config)
     model = build_model(config).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
