@@ -1,7 +1,10 @@
+import cv2
 import numpy as np
+from scipy import ndimage
 
 from posecli.crop import apply_affine, crop_transform, input_to_heatmap
-from posecli.decode import argmax_decode, dark_decode, gaussian_modulate, heatmaps_to_frame
+from posecli.decode import (DEFAULT_BLUR_KERNEL, _argmax, _neighbourhood, argmax_decode, dark_decode,
+                            heatmaps_to_frame)
 
 H, W, SIGMA = 64, 48, 2.0
 
@@ -43,10 +46,20 @@ def test_dark_without_modulation_is_exact_on_a_clean_gaussian_even_near_the_bord
     assert np.abs(xy[0] - centres).max() < 1e-3
 
 
-def test_modulation_keeps_each_maximum():
-    maps = np.stack([gaussian_map(10.3, 20.7, 0.6), gaussian_map(30.0, 40.2, 0.2)])[None]
-    out = gaussian_modulate(maps)
-    np.testing.assert_allclose(out.max(axis=(-2, -1)), maps.max(axis=(-2, -1)), rtol=1e-5)
+def test_local_modulation_equals_the_full_map_blur():
+    # DARK blurs only the 3×3 pixels around each argmax; they must equal the whole map blurred
+    # with zero padding, also for maxima next to the border and with noise around the peaks.
+    rng = np.random.default_rng(3)
+    maps = np.stack([gaussian_map(x, y, 0.7) for x, y in [(1.2, 30.0), (46.6, 62.4), (20.3, 33.8)]])[None]
+    maps = (maps + rng.uniform(0, 0.05, maps.shape)).astype(np.float32)
+    taps = cv2.getGaussianKernel(DEFAULT_BLUR_KERNEL, 0).ravel()
+    full = ndimage.correlate1d(maps.astype(np.float64), taps, axis=-1, mode="constant")
+    full = ndimage.correlate1d(full, taps, axis=-2, mode="constant")
+    px, py, _ = _argmax(maps)
+    local = _neighbourhood(maps, px, py, DEFAULT_BLUR_KERNEL)
+    for j in range(3):
+        x, y = min(max(px[0, j], 1), 46), min(max(py[0, j], 1), 62)
+        np.testing.assert_allclose(local[0, j], full[0, j, y - 1:y + 2, x - 1:x + 2], rtol=1e-9)
 
 
 def test_degenerate_maps_fall_back_to_argmax():
