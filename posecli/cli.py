@@ -231,7 +231,7 @@ def shard(
     out: Path = typer.Option(..., "--out", help="Empty folder for shard_NNN.npz files and manifest.json."),
     window: int = typer.Option(3, "--window", min=1, help="Frames of a clip window (as the training run will use)."),
     input_size: tuple[int, int] = typer.Option((256, 192), "--input-size", help="Model input height width."),
-    max_mb: float = typer.Option(60.0, "--max-mb", min=1.0, help="Largest shard file, MiB."),
+    max_mb: float = typer.Option(48.0, "--max-mb", min=1.0, help="Largest shard file, MiB."),
 ) -> None:
     """Pack training sets into compact shards (person patches as JPEG) for `posecli train --data DIR`."""
     from posecli.train.loop import DatasetSpec, TrainConfig, build_sources

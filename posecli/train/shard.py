@@ -124,7 +124,7 @@ class _ShardWriter:
 
 
 def write_shards(sources: list, mix_weights: list[float], out_dir: str | Path, input_hw: tuple[int, int],
-                 window: int, max_mb: float = 60.0, progress=None) -> dict:  # noqa: ANN001 - callback
+                 window: int, max_mb: float = 48.0, progress=None) -> dict:  # noqa: ANN001 - callback
     """Pack every person of ``sources`` into shards under ``out_dir``; returns the manifest.
 
     Args:
