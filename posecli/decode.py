@@ -96,10 +96,10 @@ def _neighbourhood(hm: np.ndarray, px: np.ndarray, py: np.ndarray, kernel: int |
     With ``kernel``, this is the map blurred by a ``kernel``-tap Gaussian (OpenCV's sigma for
     that size) with zero padding, read at those pixels.
     """
-    n, k, h, w = hm.shape
-    half = (kernel // 2 if kernel else 0) + 1
     if kernel is not None and (kernel < 1 or kernel % 2 == 0):
         raise ValueError(f"blur kernel size must be a positive odd number, not {kernel}")
+    n, k, h, w = hm.shape
+    half = (kernel // 2 if kernel else 0) + 1
     cx, cy = np.clip(px, 1, max(w - 2, 1)), np.clip(py, 1, max(h - 2, 1))
     offsets = np.arange(-half, half + 1)
     rows = (cy[..., None] + offsets)[..., :, None]  # [N, K, P, 1]
@@ -108,7 +108,7 @@ def _neighbourhood(hm: np.ndarray, px: np.ndarray, py: np.ndarray, kernel: int |
     flat = hm.reshape(n * k, h * w)
     index = np.clip(rows, 0, h - 1) * w + np.clip(cols, 0, w - 1)  # [N, K, P, P]
     patch = np.take_along_axis(flat, index.reshape(n * k, -1), axis=1).reshape(index.shape)
-    patch = np.where(inside, patch, 0.0)  # [N, K, P, P] float64, P = 2·half + 1, zero outside
+    patch = np.where(inside, patch.astype(np.float64), 0.0)  # [N, K, P, P], P = 2·half + 1
     if kernel:
         # Valid correlation along each axis (P = kernel + 2 → 3 outputs) as a 3×P matrix whose
         # rows are the taps shifted by one: blurred = B · patch · Bᵀ.
