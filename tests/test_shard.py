@@ -85,3 +85,11 @@ def test_shard_refuses_a_folder_that_holds_shards(shard, shared_dir):
     lsp = CocoKeypoints(shared_dir / "data" / "lspet" / "train.json", limit=1)
     with pytest.raises(PoseCliError, match="already holds shards"):
         write_shards([lsp], [1.0], shard, INPUT_HW, 3)
+
+
+def test_a_failed_packing_leaves_no_shards(shared_dir, tmp_path):
+    lsp = CocoKeypoints(shared_dir / "data" / "lspet" / "train.json", limit=6)
+    lsp.items[4] = ("missing.jpg", *lsp.items[4][1:])
+    with pytest.raises(PoseCliError, match="cannot read image"):
+        write_shards([lsp], [1.0], tmp_path / "s", INPUT_HW, 3, max_mb=0.01)
+    assert list((tmp_path / "s").iterdir()) == []

@@ -143,20 +143,25 @@ def write_shards(sources: list, mix_weights: list[float], out_dir: str | Path, i
     writer = _ShardWriter(out, int(max_mb * 2**20))
     total = sum(len(s) for s in sources)
     done = 0
-    for k, source in enumerate(sources):
-        for i in range(len(source)):
-            sample = source.load(i)
-            labels = source.labels(i)
-            patch = cut_patch(sample.frames, sample.box_xyxy, input_hw)
-            mapped = PersonLabels(patch.map(labels.xy).astype(np.float32), labels.weights,
-                                  np.concatenate([patch.map(labels.teacher[:, :2]), labels.teacher[:, 2:]],
-                                                 axis=1).astype(np.float32), labels.suspect)
-            box = patch.map(np.asarray(sample.box_xyxy, np.float64).reshape(2, 2)).reshape(4)
-            writer.add(k, patch.frames, box.astype(np.float32), mapped)
-            done += 1
-            if progress is not None and done % 200 == 0:
-                progress(done, total)
-    writer.flush()
+    try:
+        for k, source in enumerate(sources):
+            for i in range(len(source)):
+                sample = source.load(i)
+                labels = source.labels(i)
+                patch = cut_patch(sample.frames, sample.box_xyxy, input_hw)
+                teacher = np.concatenate([patch.map(labels.teacher[:, :2]), labels.teacher[:, 2:]], axis=1)
+                mapped = PersonLabels(patch.map(labels.xy).astype(np.float32), labels.weights,
+                                      teacher.astype(np.float32), labels.suspect)
+                box = patch.map(np.asarray(sample.box_xyxy, np.float64).reshape(2, 2)).reshape(4)
+                writer.add(k, patch.frames, box.astype(np.float32), mapped)
+                done += 1
+                if progress is not None and done % 200 == 0:
+                    progress(done, total)
+        writer.flush()
+    except BaseException:  # also Ctrl-C: no half-made shard folder is left behind
+        for name in writer.files:
+            (out / name).unlink(missing_ok=True)
+        raise
     manifest = {"format": SHARD_FORMAT, "window": window, "input_size": list(input_hw),
                 "context": CONTEXT, "resolution": RESOLUTION, "files": writer.files,
                 "sources": [dict(source.describe(), weight=w, index=k)
