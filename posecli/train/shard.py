@@ -183,16 +183,19 @@ class ShardSource:
     (:meth:`PersonLabels.resolve`), so a shard trains like the files it was made from.
     """
 
-    def __init__(self, shard_dir: Path, files: list[str], index: int, name: str,
+    def __init__(self, shard_dir: Path, shards: list[dict[str, np.ndarray]], index: int, name: str,
                  face_teacher_weight: float, drop_lr_suspect: bool) -> None:
+        """
+        Args:
+            shard_dir: the folder (for messages).
+            shards: the arrays of every shard file, loaded once and shared by the folder's sources.
+            index: this source's number in the manifest.
+        """
         self.name = f"{name} (shard)"
         self.shard_dir = shard_dir
-        self._shards = []
+        self._shards = [(data["jpeg"], data["jpeg_offsets"], data["frame_start"]) for data in shards]
         self.items: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
-        for file in files:
-            data = dict(np.load(shard_dir / file))
-            shard = len(self._shards)
-            self._shards.append((data["jpeg"], data["jpeg_offsets"], data["frame_start"]))
+        for shard, data in enumerate(shards):
             for row in np.flatnonzero(data["source"] == index):
                 labels = PersonLabels(data["xy"][row], data["weights"][row], data["teacher"][row],
                                       data["suspect"][row])
@@ -236,6 +239,7 @@ def open_shards(shard_dir: str | Path, window: int, face_teacher_weight: float,
     if clips and manifest["window"] != window:
         raise PoseCliError(f"{folder} holds {manifest['window']}-frame clip windows; train with "
                            f"--window {manifest['window']} or make the shards again")
-    sources = [ShardSource(folder, manifest["files"], s["index"], s["name"], face_teacher_weight, drop_lr_suspect)
+    shards = [dict(np.load(folder / file)) for file in manifest["files"]]
+    sources = [ShardSource(folder, shards, s["index"], s["name"], face_teacher_weight, drop_lr_suspect)
                for s in manifest["sources"]]
     return sources, [float(s["weight"]) for s in manifest["sources"]]
