@@ -321,7 +321,7 @@ def eval_tracks(
     import json
 
     from posecli.config import PipelineConfig
-    from posecli.tracking_eval import EVALUATION_CLIPS, TUNING_CLIPS, render_report, run_report
+    from posecli.eval.tracking_eval import EVALUATION_CLIPS, TUNING_CLIPS, render_report, run_report
 
     config = PipelineConfig(weights=weights, device=device)
     try:

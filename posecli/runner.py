@@ -134,7 +134,7 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
     """``posecli eval``: run the evaluation with a progress bar and print its table."""
     from posecli import weights as weights_lib
     from posecli.detect import DETECTORS
-    from posecli.evaluate import render_table, run_eval
+    from posecli.eval.evaluate import render_table, run_eval
     from posecli.pipeline import resolve_device
 
     if boxes not in ("gt", "detector", "both"):
@@ -161,8 +161,8 @@ def bench_and_print(clip: Path, config: PipelineConfig, *, repeat: int, baseline
                     baseline_dirs: tuple[Path, ...], json_out: Path | None, console: Console | None = None,
                     pseudo_labels: Path | None = None, tile: int = 1) -> dict:
     """``posecli bench``: run the benchmark, print a table, optionally write the JSON report."""
-    from posecli.bench import run_bench
-    from posecli.evaluate import write_json_atomic
+    from posecli.eval.bench import run_bench
+    from posecli.eval.evaluate import write_json_atomic
 
     report = run_bench(clip, config, repeat=repeat, baseline=baseline, baseline_dirs=baseline_dirs,
                        pseudo_labels=pseudo_labels, tile=tile)

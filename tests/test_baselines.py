@@ -5,14 +5,14 @@ import cv2
 import numpy as np
 import pytest
 
-from posecli.baselines import (
+from posecli.eval.baselines import (
     BlazePoseFull,
     MoveNetLightning,
     find_baseline_file,
     load_baseline,
 )
 from posecli.errors import PoseCliError
-from posecli.evaluate import TopDownPoseModel
+from posecli.eval.evaluate import TopDownPoseModel
 
 cv2.setNumThreads(1)
 

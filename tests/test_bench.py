@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import cut_clip
-from posecli.bench import repeated_frames, run_bench, score_against_pseudo_labels
+from posecli.eval.bench import repeated_frames, run_bench, score_against_pseudo_labels
 from posecli.config import PipelineConfig
 from posecli.errors import PoseCliError
 from posecli.models import DiffPose, save_checkpoint

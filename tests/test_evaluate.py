@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from posecli.errors import PoseCliError
-from posecli.evaluate import (
+from posecli.eval.evaluate import (
     DiffPoseTopDown,
     TopDownPoseModel,
     evaluate,
@@ -17,7 +17,7 @@ from posecli.evaluate import (
     render_table,
     run_eval,
 )
-from posecli.metrics import JOINT_GROUPS, jitter, pck, second_differences
+from posecli.eval.metrics import JOINT_GROUPS, jitter, pck, second_differences
 from posecli.types import COCO_SIGMAS
 
 cv2.setNumThreads(1)

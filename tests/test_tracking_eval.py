@@ -3,7 +3,7 @@ import pytest
 
 from posecli.errors import PoseCliError
 from posecli.track import PoseTracker
-from posecli.tracking_eval import (
+from posecli.eval.tracking_eval import (
     ClipTruth,
     FrameTruth,
     IouTracker,
@@ -176,7 +176,7 @@ def test_eval_tracks_command_on_a_cached_clip(shared_dir, tmp_path):
     from typer.testing import CliRunner
 
     from posecli.cli import app
-    from posecli.tracking_eval import save_cache
+    from posecli.eval.tracking_eval import save_cache
     from posecli.weights import sha256_file
 
     videos = shared_dir / "data/videos"
@@ -201,7 +201,7 @@ def test_eval_tracks_command_on_a_cached_clip(shared_dir, tmp_path):
 
 
 def test_subsample_halves_the_frame_rate():
-    from posecli.tracking_eval import subsample
+    from posecli.eval.tracking_eval import subsample
 
     truth = scripted_truth(frames=21)
     half_truth, half_clip = subsample(truth, truth_as_clip(truth), 2)

@@ -264,7 +264,7 @@ def predict_keypoints(predictor, crops: np.ndarray, matrices: np.ndarray) -> np.
 
 def validate(model, config: TrainConfig, val_source, device: torch.device) -> dict:
     """PCK@0.1/0.2 (distance / sqrt(box w·h), the data README's normaliser) on ``val_source``."""
-    from posecli.metrics import pck
+    from posecli.eval.metrics import pck
     from posecli.models.diffusion import DDIMSampler, NoiseSchedule
     from posecli.models.predictor import HeatmapPredictor
 

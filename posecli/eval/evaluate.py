@@ -13,7 +13,7 @@ keypoints in frame pixels), so the metric code does not know which model it meas
   once with real neighbour frames (window T, all cropped with the key frame's box, edges
   replicated) and once with the key frame replicated T times. Metrics: PCK against the
   pseudo-labels (joints with confidence ≥ 0.3) and jitter, the mean normalised second difference
-  along each track (see :func:`posecli.metrics.second_differences`).
+  along each track (see :func:`posecli.eval.metrics.second_differences`).
 
 Report dicts are JSON-able; :func:`render_table` turns one into a ``rich`` table.
 """
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from posecli.errors import PoseCliError
-from posecli.metrics import JOINT_GROUPS, box_size, jitter, oks_metrics, pck
+from posecli.eval.metrics import JOINT_GROUPS, box_size, jitter, oks_metrics, pck
 from posecli.types import NUM_KEYPOINTS, Detections, Frame
 
 REPORT_FORMAT = "posecli-eval/1"
@@ -339,7 +339,7 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     Returns:
         ``{"video", "pseudo_labels", "persons", "frames" (decoded), "confidence", "reference_jitter",
         "models": {name: {"window": T, "temporal": {...} | None, "replicated": {...}}}}``, each mode
-        with ``pck`` (see :func:`posecli.metrics.pck`), ``jitter``, ``triples``, ``ms_per_person``.
+        with ``pck`` (see :func:`posecli.eval.metrics.pck`), ``jitter``, ``triples``, ``ms_per_person``.
         ``reference_jitter`` is the pseudo-labels' own jitter on the same joints.
     """
     pseudo_path, video_path = Path(pseudo_file), Path(video)
@@ -514,7 +514,7 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
         The report: ``{"format": "posecli-eval/1", "kind": "images"|"video", ...,
         "models": {name: metrics}}``.
     """
-    from posecli.baselines import load_baseline
+    from posecli.eval.baselines import load_baseline
 
     models: list[TopDownPoseModel] = []
     if include_model:

@@ -138,9 +138,9 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
 
     Each pseudo-labelled person (``static_track`` ones left out, as in ``posecli eval``) is matched
     to at most one predicted pose of its frame (Hungarian on box IoU, at least ``MATCH_IOU``).
-    PCK (:func:`posecli.metrics.pck`, joints with confidence ≥ 0.3, normalised by the pseudo box's
+    PCK (:func:`posecli.eval.metrics.pck`, joints with confidence ≥ 0.3, normalised by the pseudo box's
     ``sqrt(w·h)``) is given over the matched persons (``pck``) and with unmatched persons' joints
-    counted wrong (``pck_all``). Jitter (:func:`posecli.metrics.jitter`) follows the matched
+    counted wrong (``pck_all``). Jitter (:func:`posecli.eval.metrics.jitter`) follows the matched
     predictions along each pseudo-label track, as ``evaluate_video`` does; ``reference_jitter`` is
     the pseudo-labels' own.
 
@@ -154,7 +154,7 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
     """
     from scipy.optimize import linear_sum_assignment
 
-    from posecli.metrics import box_size, jitter, pck
+    from posecli.eval.metrics import box_size, jitter, pck
     from posecli.track import box_iou
 
     try:
@@ -283,7 +283,7 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
     if recorder is not None:
         report["accuracy"] = score_against_pseudo_labels(recorder.frames, pseudo_labels)
     if baseline:
-        from posecli.baselines import load_baseline
+        from posecli.eval.baselines import load_baseline
 
         base = time_baseline(path, pipeline.make_detector(), load_baseline("movenet", baseline_dirs), repeat,
                              detector_name=report["settings"]["detector"], tile=tile)

@@ -10,7 +10,7 @@ Two questions, answered on the ``*.pseudo.json`` clips (``../shared/data/videos`
   pseudo-label keypoints (``match="oks"``).
 * **Smoothing** — does a smoother cut jitter without losing accuracy? PCK@0.1/0.2 and the mean
   normalised error against the pseudo-label keypoints, and jitter (mean normalised second
-  difference, :func:`posecli.metrics.jitter`) of the output tracks, raw vs smoothed.
+  difference, :func:`posecli.eval.metrics.jitter`) of the output tracks, raw vs smoothed.
 
 The pose model is the slow part (CPU), so each clip's *untracked* poses
 (:meth:`posecli.pipeline.Pipeline.untracked`) are computed once and cached
@@ -36,7 +36,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from posecli.errors import PoseCliError
-from posecli.metrics import jitter, pck
+from posecli.eval.metrics import jitter, pck
 from posecli.smooth import PoseSmoother
 from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import COCO_SIGMAS, Frame, FrameResult, Poses
@@ -447,7 +447,7 @@ def pose_metrics(truth: ClipTruth, tracked: Sequence[FrameResult],
 
     Each frame's hypotheses are paired with ground-truth persons by box IoU ≥ 0.5. Joints count
     where the pseudo-label confidence is at least ``confidence``; the person size is ``sqrt(w·h)``
-    of the pseudo-label box (as in :mod:`posecli.metrics`). Jitter is taken along each run of
+    of the pseudo-label box (as in :mod:`posecli.eval.metrics`). Jitter is taken along each run of
     frames where one ground-truth person is covered by one hypothesis track, so an id switch never
     counts as motion.
 
