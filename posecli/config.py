@@ -54,6 +54,7 @@ class PipelineConfig:
     detect_every: int = 1
     prefetch: int | None = None  # frames decoded/detected ahead in a thread; None: automatic
     threads: int | None = None
+    cpus: int | None = None  # CPU cores the run may use (a Ray worker's share); None: all it may run on
     compile: bool = False  # torch.compile the network: minutes up front, for long videos
     detector: str = "yolox-nano"
     detector_weights: Path | None = None

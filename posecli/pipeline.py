@@ -175,11 +175,13 @@ def resolve_threads(config: PipelineConfig, device: str) -> ThreadPlan:
     one core each: 17.4 / 19.7; detector on both cores: 21.0 / 21.2; model on both cores too:
     19.7 / 20.2; decoding and detection in a background thread on one core: 20.0 / 20.2 (the
     detector slows down by 20-30 % next to the model, and under load the thread loses more).
-    ``config.threads`` and ``config.prefetch`` override the automatic choices.
+    ``config.threads`` and ``config.prefetch`` override the automatic choices; ``config.cpus``
+    caps the cores counted (a worker that shares a machine with others).
     """
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = min(cores, config.cpus) if config.cpus is not None else cores
     small = device == "cpu" and cores < 3
     prefetch = config.prefetch if config.prefetch is not None else (0 if small else DEFAULT_PREFETCH)
     detector = max(cores // 4, 1) if prefetch > 0 else cores
@@ -218,6 +220,8 @@ class Pipeline:
             raise PoseCliError(f"--prefetch must be 0 (off) or more frames, not {config.prefetch}")
         if config.threads is not None and config.threads < 1:
             raise PoseCliError(f"--threads must be at least 1, not {config.threads}")
+        if config.cpus is not None and config.cpus < 1:
+            raise PoseCliError(f"cpus must be at least 1, not {config.cpus}")
         self.config = config
         self.device = resolve_device(config.device)
         self.threads = resolve_threads(config, self.device)

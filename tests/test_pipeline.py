@@ -337,10 +337,14 @@ def test_thread_plan_follows_the_cores(monkeypatch):
     assert plan(4, prefetch=0) == ThreadPlan(model=4, detector=4, prefetch=0)
     assert plan(16, threads=3) == ThreadPlan(model=3, detector=4, prefetch=4)
     assert plan(2, device="cuda") == ThreadPlan(model=1, detector=1, prefetch=4)
+    # A worker's share of a bigger machine counts as that many cores.
+    assert plan(16, cpus=2) == ThreadPlan(model=1, detector=2, prefetch=0)
+    assert plan(16, cpus=4) == ThreadPlan(model=3, detector=1, prefetch=4)
 
 
 def test_options_are_checked(shared_dir, random_weights):
-    for options in ({"neighbour_crops": "nearest"}, {"detect_every": 0}, {"prefetch": -1}, {"threads": 0}):
+    for options in ({"neighbour_crops": "nearest"}, {"detect_every": 0}, {"prefetch": -1}, {"threads": 0},
+                    {"cpus": 0}):
         with pytest.raises(PoseCliError):
             Pipeline(_config(random_weights, shared_dir, MULTI, **options))
 
