@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from posecli.track import PoseTracker, box_iou, drop_short_tracks, pose_oks
 from posecli.types import Frame, FrameResult, Poses
@@ -19,7 +21,7 @@ def person(cx, cy, height=200.0):
     return np.array([x1, y1, x1 + w, y1 + height]), TEMPLATE * [w, height] + [x1, y1]
 
 
-def make_poses(people, rng=None, noise=0.0):
+def make_poses(people, rng=None, noise=0.0, keypoint_score=0.9):
     """Poses from a list of (cx, cy[, height]) tuples, in a random order if ``rng`` is given."""
     if not people:
         return Poses.empty()
@@ -28,17 +30,17 @@ def make_poses(people, rng=None, noise=0.0):
     if rng is not None:
         kps = kps + rng.normal(0.0, noise, kps.shape)
     return Poses(np.stack(boxes).astype(np.float32), np.full(len(people), 0.9, np.float32),
-                 kps.astype(np.float32), np.full(kps.shape[:2], 0.9, np.float32))
+                 kps.astype(np.float32), np.full(kps.shape[:2], keypoint_score, np.float32))
 
 
-def run(tracker, frames, rng=None, noise=0.0):
+def run(tracker, frames, rng=None, noise=0.0, keypoint_score=0.9):
     """Track a script: each frame is a dict name → (cx, cy); returns a list of dicts name → id."""
     out = []
     for people in frames:
         names = list(people)
         if rng is not None:
             rng.shuffle(names)
-        ids = tracker.update(make_poses([people[n] for n in names], rng, noise)).track_ids
+        ids = tracker.update(make_poses([people[n] for n in names], rng, noise, keypoint_score)).track_ids
         out.append(dict(zip(names, ids.tolist())))
     return out
 
@@ -132,6 +134,99 @@ def test_similarity_helpers():
     assert pose_oks(kp_a[None], 0 * s, box_a[None], kp_b[None], s, box_b[None])[0, 0] == 0.0
     iou = box_iou(np.array([[0, 0, 10, 10], [0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30]]))
     np.testing.assert_allclose(iou, [[1 / 3, 0.0], [1 / 3, 0.0]])
+
+
+def test_oks_equals_pycocotools_on_the_same_poses():
+    # COCOeval.computeOks is the reference: same sigmas, d² / (2 · area · (2σ)²), averaged over
+    # the joints labelled in the ground truth. Here both poses share the box (so the pair's mean
+    # area is the box area) and the "ground truth" is pose a with its unlabelled joints at score 0.
+    rng = np.random.default_rng(7)
+    boxes = np.array([[100.0, 50.0, 180.0, 260.0], [300.0, 80.0, 420.0, 250.0], [40.0, 300.0, 90.0, 330.0]])
+    gt_xy = np.stack([rng.uniform(b[:2], b[2:], (17, 2)) for b in boxes])
+    gt_labelled = rng.random((3, 17)) > 0.3
+    gt_labelled[:, 0] = True
+    det_xy = gt_xy + rng.normal(0.0, 1.0, gt_xy.shape) * rng.uniform(1.0, 12.0, (3, 1, 1))
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+
+    truth = COCO()
+    truth.dataset = {
+        "images": [{"id": 1, "width": 640, "height": 480}],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": float(areas[i]),
+                         "bbox": [*boxes[i, :2], *(boxes[i, 2:] - boxes[i, :2])], "num_keypoints": 17,
+                         "keypoints": np.column_stack([gt_xy[i], 2 * gt_labelled[i]]).ravel().tolist()}
+                        for i in range(3)],
+    }
+    truth.createIndex()
+    detections = truth.loadRes([{"image_id": 1, "category_id": 1, "score": 1.0 - 0.1 * i,
+                                 "keypoints": np.column_stack([det_xy[i], np.ones(17)]).ravel().tolist()}
+                                for i in range(3)])
+    evaluator = COCOeval(truth, detections, "keypoints")
+    evaluator.evaluate()
+    reference = np.asarray(evaluator.ious[(1, 1)])  # [detections, truths]
+
+    ours = pose_oks(det_xy, np.ones((3, 17)), boxes, gt_xy, gt_labelled.astype(np.float64), boxes)
+    np.testing.assert_allclose(np.diag(ours), np.diag(reference), rtol=1e-9)
+    assert 0.05 < np.diag(ours).min() and np.diag(ours).max() < 0.99  # neither saturated nor zero
+
+
+def test_a_person_who_stops_while_hidden_is_found_where_last_seen():
+    # 12 px/frame, hidden 10 frames: the motion model puts the box 120 px (1.5 box widths) ahead,
+    # no overlap at all, so only the comparison with the last seen pose keeps the id.
+    frames = [{"stopper": (100 + 12 * t, 300)} for t in range(15)]
+    frames += [{}] * 10
+    frames += [{"stopper": (100 + 12 * 14, 300)}] * 5
+    assigned = run(PoseTracker(), frames)
+    assert len(ids_of(assigned, "stopper")) == 1
+
+
+def test_joint_velocity_is_per_frame_over_detection_gaps():
+    # A walker at 8 px/frame detected only every fifth frame after a start in full view, matched
+    # on OKS alone: the joints must be extrapolated at 8 px/frame, not at 40 (the displacement
+    # between two detections).
+    frames = []
+    for t in range(60):
+        frames.append({"walker": (100 + 8 * t, 300)} if t < 5 or t % 5 == 0 else {})
+    assigned = run(PoseTracker(oks_threshold=0.6, iou_threshold=1.01, iou_weight=0.0), frames)
+    assert len(ids_of(assigned, "walker")) == 1
+
+
+def test_a_limb_swing_is_not_extrapolated_over_an_occlusion():
+    # Arms and legs swing ±20 px with an 11-frame period around a walker; it is hidden for
+    # 11 frames and back in the same phase. A joint's own motion is applied for one frame at
+    # most: over 12 frames the swing velocity at the moment it was lost would send the limbs
+    # ~100 px off.
+    limbs = np.array([7, 8, 9, 10, 13, 14, 15, 16])
+    side = np.array([1, -1, 1, -1, -1, 1, -1, 1])
+    tracker = PoseTracker(oks_threshold=0.8, iou_threshold=1.01, iou_weight=0.0)
+    ids = []
+    for t in range(40):
+        if 20 <= t < 31:
+            tracker.update(Poses.empty())
+            continue
+        box, kp = person(100 + 4 * t, 300)
+        kp[limbs, 0] += side * 20.0 * np.sin(2 * np.pi * t / 11 + 2.5)
+        poses = Poses(box[None].astype(np.float32), np.full(1, 0.9, np.float32), kp[None].astype(np.float32),
+                      np.full((1, 17), 0.9, np.float32))
+        ids.append(int(tracker.update(poses).track_ids[0]))
+    assert set(ids) == {1}
+
+
+def test_unsure_joints_are_matched_by_box_overlap():
+    # Every joint below the keypoint threshold: OKS is 0, the box IoU alone keeps the id.
+    frames = [{"blurred": (100 + 3 * t, 300)} for t in range(8)]
+    assigned = run(PoseTracker(), frames, keypoint_score=0.1)
+    assert len(ids_of(assigned, "blurred")) == 1
+
+
+def test_tracks_seen_in_the_last_frame_are_served_before_lost_ones():
+    # "stand" stops being detected at (300, 300); "walk" then walks through that very spot while
+    # "stand" is still a lost track. The walker's own track has the first claim on its pose.
+    frames = [{"stand": (300, 300), "walk": (100 + 10 * t, 300)} for t in range(5)]
+    frames += [{"walk": (100 + 10 * t, 300)} for t in range(5, 30)]
+    assigned = run(PoseTracker(), frames)
+    assert len(ids_of(assigned, "walk")) == 1
+    assert ids_of(assigned, "walk") != ids_of(assigned, "stand")
 
 
 def _results(id_lists):
