@@ -116,7 +116,8 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
             table.add_row(str(path), str(summary.frames), str(summary.poses), str(summary.tracks),
                           f"{summary.seconds:.1f}", f"{summary.frames / max(summary.seconds, 1e-9):.1f}",
                           "\n".join(str(p) for p in summary.outputs))
-    console.print(table)
+    if any(cell != "failed" for cell in table.columns[-1].cells):  # else it repeats the errors
+        console.print(table)
     return failures
 
 
@@ -247,11 +248,11 @@ def print_info(console: Console | None = None) -> None:
     table.add_row("opencv", cv2.__version__)
     table.add_row("numpy", numpy.__version__)
     try:
-        import decord
+        import av
 
-        table.add_row("decord", decord.__version__)
+        table.add_row("av (FFmpeg)", f"{av.__version__} ({av.ffmpeg_version_info})")
     except ImportError:
-        table.add_row("decord", "not installed (OpenCV decodes videos)")
+        table.add_row("av (FFmpeg)", "not installed (OpenCV decodes videos)")
     cuda = torch.cuda.is_available()
     table.add_row("device (auto)", f"cuda: {torch.cuda.get_device_name(0)}" if cuda else f"cpu ({torch.get_num_threads()} threads)")
     console.print(table)

@@ -1,6 +1,7 @@
 import logging
 import shutil
 import struct
+import time
 from pathlib import Path
 
 import cv2
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from posecli.errors import PoseCliError
-from posecli.video import (DecordVideoSource, ImageFolderSource, InputKind, OpenCVVideoSource,
+from posecli.video import (AvVideoSource, ImageFolderSource, InputKind, OpenCVVideoSource,
                            classify_input, list_images, list_videos, natural_key, open_source)
 
 W, H, FPS, N = 64, 48, 25, 40
@@ -44,7 +45,7 @@ def frames_of(source) -> list:
 def test_small_video_decodes_completely(tmp_path, suffix, fourcc):
     path = write_video(tmp_path / f"clip{suffix}", fourcc=fourcc)
     with open_source(path) as source:
-        assert isinstance(source, DecordVideoSource)
+        assert isinstance(source, AvVideoSource)
         assert source.info.kind == "video"
         assert (source.info.width, source.info.height) == (W, H)
         assert source.info.fps == pytest.approx(FPS) and source.info.num_frames == N
@@ -55,7 +56,7 @@ def test_small_video_decodes_completely(tmp_path, suffix, fourcc):
     for i in (0, 17, N - 1):
         image = frames[i].image
         assert image.shape == (H, W, 3) and image.dtype == np.uint8 and frames[i].file is None
-        # BGR order (decord gives RGB), colours survive compression closely.
+        # BGR order, colours survive compression closely.
         assert np.abs(image.reshape(-1, 3).mean(0) - colour(i)).max() < 8
 
 
@@ -69,7 +70,7 @@ def test_opencv_fallback_gives_the_same_frames(tmp_path):
     assert all(np.abs(x.image.astype(int) - y.image).max() <= 2 for x, y in zip(fa, fb))
 
 
-@pytest.mark.parametrize("cls", [DecordVideoSource, OpenCVVideoSource])
+@pytest.mark.parametrize("cls", [AvVideoSource, OpenCVVideoSource])
 def test_streams_lazily_and_can_be_iterated_again(tmp_path, cls):
     path = write_video(tmp_path / "clip.mp4", n=10)
     source = cls(path)
@@ -122,7 +123,7 @@ def make_variable_frame_rate(src: Path, dst: Path, switch: int) -> None:
     dst.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("cls", [DecordVideoSource, OpenCVVideoSource])
+@pytest.mark.parametrize("cls", [AvVideoSource, OpenCVVideoSource])
 def test_variable_frame_rate_times_come_from_the_container(tmp_path, cls):
     path = tmp_path / "vfr.mp4"
     make_variable_frame_rate(write_video(tmp_path / "cfr.mp4", n=20), path, switch=10)
@@ -172,7 +173,7 @@ def test_empty_file(tmp_path):
 @pytest.mark.parametrize("suffix, fourcc", [(".mp4", "mp4v"), (".avi", "MJPG")])
 def test_zero_frame_video(tmp_path, suffix, fourcc):
     path = write_video(tmp_path / f"zero{suffix}", n=0, fourcc=fourcc)
-    with pytest.raises(PoseCliError, match=f"zero{suffix}: (cannot be decoded|video has no frames|no frame)"):
+    with pytest.raises(PoseCliError, match=f"zero{suffix}: (cannot be decoded|no video stream|no frame)"):
         with open_source(path) as source:
             frames_of(source)
 
@@ -211,17 +212,44 @@ def test_garbage_in_the_middle(tmp_path, caplog):
     assert [f.index for f in frames] == list(range(len(frames)))
 
 
-def test_truncated_real_h264_clip_falls_back_to_opencv(shared_dir, tmp_path, caplog):
-    """vtest.mp4 has its index first; cut at 30 %, decord refuses it and OpenCV reads the rest."""
-    data = (shared_dir / "data" / "videos" / "vtest.mp4").read_bytes()
-    cut = tmp_path / "vtest_cut.mp4"
-    cut.write_bytes(data[:int(len(data) * 0.3)])
+def _opencv_frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+@pytest.mark.parametrize("clip, fraction, announced", [
+    ("vtest.mp4", 0.3, 795),  # H.264, index first
+    ("vtest.mp4", 0.71, 795),
+    ("pose2sim_SinglePerson_cam02.mp4", 0.28, 100),  # VP9
+    ("pose2sim_SinglePerson_cam02.mp4", 0.555, 100),
+])
+def test_truncated_real_clip_reads_every_decodable_frame(shared_dir, tmp_path, caplog, clip, fraction,
+                                                          announced):
+    """A cut-off file gives as many frames as OpenCV can decode, the same on every pass however
+    fast the frames are taken, and one warning with the count read and the count announced."""
+    data = (shared_dir / "data" / "videos" / clip).read_bytes()
+    cut = tmp_path / f"cut_{clip}"
+    cut.write_bytes(data[:int(len(data) * fraction)])
+    counts = []
     with caplog.at_level(logging.WARNING, logger="posecli.video"), open_source(cut) as source:
-        assert isinstance(source, OpenCVVideoSource)
-        assert source.info.num_frames == 795
-        count = sum(1 for _ in source)
-    assert 100 < count < 795 and source.truncated
-    assert f"read {count} of 795 frames" in caplog.text
+        assert source.info.num_frames == announced
+        for delay_s in (0.0, 0.003):  # a slow consumer (the pose model) must not lose frames
+            caplog.clear()
+            count = 0
+            for frame in source:
+                assert frame.index == count
+                count += 1
+                time.sleep(delay_s)
+            counts.append(count)
+            assert source.truncated and source.frames_read == count
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and f"read {count} of {announced} frames" in warnings[0]
+    assert counts[0] == counts[1]
+    assert _opencv_frame_count(cut) <= counts[0] < announced
 
 
 # --- image folders ------------------------------------------------------------------------------
@@ -350,7 +378,7 @@ def test_vp9_decodes_past_the_threading_failure(shared_dir):
 @pytest.mark.slow
 def test_vp9_sports2d_all_frames(shared_dir):
     with open_source(shared_dir / "data" / "videos" / "sports2d_demo.mp4") as source:
-        assert isinstance(source, DecordVideoSource)
+        assert isinstance(source, AvVideoSource)
         assert (source.info.width, source.info.height, source.info.fps) == (1768, 994, 30)
         times = [f.time_s for f in source]
     assert len(times) == 230 and source.frames_read == 230 and not source.truncated
