@@ -13,12 +13,24 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from posecli import __version__
 from posecli.errors import PoseCliError
 
+
+class _ErrorLineGroup(TyperGroup):
+    """Turns a library error from any command into one ``error: …`` line and exit code 1."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except PoseCliError as exc:
+            _fail(str(exc))
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    cls=_ErrorLineGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Video → tracked COCO-17 body keypoints with a spatiotemporal diffusion pose model.",
 )
 weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify model weights.")

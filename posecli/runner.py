@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -38,9 +39,39 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def _output_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output name per input: its stem, or stem + extension where two inputs share a stem."""
-    stems = [p.stem for p in paths]
-    return {p: (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")) for p in paths}
+    """Output name per input, a different one for each: its stem (``clip``) where no other input has
+    it, else the file name (``clip_mp4``), else the file name after as many parent folders as tell
+    the inputs apart (``a_clip_mp4`` and ``b_clip_mp4`` for ``a/clip.mp4`` and ``b/clip.mp4``).
+
+    Raises:
+        PoseCliError: an input is given twice, or two inputs cannot be told apart by their names
+            (their outputs would overwrite each other).
+    """
+    first_seen: dict[Path, Path] = {}
+    for p in paths:
+        earlier = first_seen.setdefault(p.resolve(), p)
+        if earlier is not p:
+            raise PoseCliError(f"{p} is given twice (also as {earlier}); pass each input once")
+
+    def name(p: Path, level: int) -> str:
+        if level == 0:
+            return p.stem
+        folders = p.resolve().parent.parts[1:]  # without the root
+        kept = folders[len(folders) - min(level - 1, len(folders)):]
+        return "_".join([*kept, p.name.replace(".", "_")])
+
+    levels = dict.fromkeys(paths, 0)
+    while True:
+        names = {p: name(p, level) for p, level in levels.items()}
+        counts = Counter(names.values())
+        clashing = [p for p in paths if counts[names[p]] > 1]
+        if not clashing:
+            return names
+        a, b = [p for p in clashing if names[p] == names[clashing[0]]][:2]
+        if levels[a] > len(a.resolve().parts) and levels[b] > len(b.resolve().parts):
+            raise PoseCliError(f"{a} and {b} would both write {names[a]}.*; rename one of them")
+        for p in clashing:
+            levels[p] += 1
 
 
 def _wide_console(stderr: bool = False) -> Console:
@@ -95,7 +126,9 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
     stems = _output_stems(paths)
     table = Table(title="posecli run")
     for column in ("input", "frames", "poses", "tracks", "seconds", "fps", "outputs"):
-        table.add_column(column, justify="right" if column in ("frames", "poses", "tracks", "seconds", "fps") else "left")
+        # Paths fold onto more lines rather than being cut: the table is where the outputs are listed.
+        table.add_column(column, justify="right" if column in ("frames", "poses", "tracks", "seconds", "fps") else "left",
+                         overflow="fold")
     with _progress(console) as progress:
         for path in paths:
             target = pipeline.output_paths(stems[path], out_dir)
@@ -216,7 +249,7 @@ def print_weights(verify: bool, console: Console | None = None) -> bool:
     console = console or _wide_console()
     table = Table(title="weights")
     for column in ("name", "kind", "file", "found at", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     ok = True
     for entry in weights_lib.list_entries():
         found = weights_lib.find_local(entry.name)

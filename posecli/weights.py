@@ -5,7 +5,8 @@ named ``arch.tag-vN``. A file is looked for, in order:
 
 1. an explicit path (``--weights`` / ``--detector-weights``),
 2. ``$POSECLI_HOME/weights/``,
-3. the repository's ``weights/`` folder,
+3. the weights shipped with posecli: the repository's ``weights/`` folder, which a wheel carries as
+   ``posecli/shipped_weights/`` (together with the manifest),
 4. the user cache, ``$XDG_CACHE_HOME/posecli`` or ``~/.cache/posecli``,
 5. the entry's URL, downloaded into the user cache (temporary file in the same folder, sha256
    checked, then renamed into place, so a file there is always complete).
@@ -35,8 +36,15 @@ from posecli.errors import PoseCliError
 
 log = logging.getLogger(__name__)
 
-REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_MANIFEST = REPO_WEIGHTS_DIR / "manifest.toml"
+
+def _shipped_weights_dir() -> Path:
+    """``posecli/shipped_weights/`` in an installed wheel, else the source tree's ``weights/``."""
+    installed = Path(__file__).resolve().parent / "shipped_weights"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "weights"
+
+
+PACKAGE_WEIGHTS_DIR = _shipped_weights_dir()
+DEFAULT_MANIFEST = PACKAGE_WEIGHTS_DIR / "manifest.toml"
 KINDS = ("detector", "pose", "baseline")
 POSE_FIELDS = ("heatmap_size", "mean", "std", "keypoints", "window", "steps", "metrics")
 _NAME = re.compile(r"^(?P<arch>[a-z0-9][a-z0-9_-]*)\.(?P<tag>[a-z0-9][a-z0-9_-]*?)-v(?P<version>\d+)$")
@@ -129,7 +137,7 @@ def _parse_entry(raw: dict, where: str) -> WeightsEntry:
 
 
 def load_manifest(manifest: str | Path | None = None) -> dict[str, WeightsEntry]:
-    """Read and validate a manifest (default: the repository's ``weights/manifest.toml``).
+    """Read and validate a manifest (default: the one shipped with posecli).
 
     Returns:
         entry name → entry, in file order.
@@ -200,7 +208,7 @@ def search_dirs() -> list[Path]:
     home = os.environ.get("POSECLI_HOME")
     if home:
         dirs.append(Path(home).expanduser() / "weights")
-    dirs += [REPO_WEIGHTS_DIR, cache_dir()]
+    dirs += [PACKAGE_WEIGHTS_DIR, cache_dir()]
     return dirs
 
 
@@ -298,7 +306,7 @@ def resolve(name_or_path: str | Path, explicit_path: str | Path | None = None,
 
 def _missing(entry: WeightsEntry, reason: str) -> PoseCliError:
     where = f"download {entry.url} and put it in {cache_dir()}" if entry.url \
-        else f"put {entry.file} in {REPO_WEIGHTS_DIR}"
+        else f"put {entry.file} in {cache_dir()}"
     return PoseCliError(f"{entry.file} ({entry.name}) not found and could not be downloaded "
                         f"({reason}); {where}, or set POSECLI_HOME / pass {_flag(entry)}")
 

@@ -217,3 +217,55 @@ def test_python_api_streams_tracked_poses(env, tmp_path):
     assert [r.frame.index for r in results] == list(range(6))
     assert all(len(r.poses) == 1 and r.poses.track_ids[0] == results[0].poses.track_ids[0] for r in results)
     assert results[0].poses.keypoints_xy.shape == (1, 17, 2)
+
+
+def test_missing_manifest_is_one_line_error_in_every_command(monkeypatch, tmp_path):
+    from posecli import weights
+
+    monkeypatch.setattr(weights, "DEFAULT_MANIFEST", tmp_path / "nowhere" / "manifest.toml")
+    for args in (["info"], ["weights", "list"], ["weights", "verify"], ["weights", "fetch", "yolox-nano"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "manifest.toml not found" in error_line(result)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_inputs_with_the_same_name_get_distinct_outputs(env, tmp_path):
+    for folder, frames in (("a", 4), ("b", 6)):
+        (tmp_path / folder).mkdir()
+        blank_video(tmp_path / folder / "clip.mp4", frames=frames)
+    out = tmp_path / "out"
+    result = run(str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mp4"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a_clip_mp4.json", "b_clip_mp4.json"]
+    assert len(read_posecli_json(out / "a_clip_mp4.json")["frames"]) == 4
+    assert len(read_posecli_json(out / "b_clip_mp4.json")["frames"]) == 6
+
+
+def test_an_input_given_twice_is_an_error_before_any_work(env, tmp_path):
+    video = blank_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    result = run(str(video), str(tmp_path / "." / "clip.mp4"), "--out", str(out))
+    assert result.exit_code == 1
+    assert "given twice" in error_line(result)
+    assert not out.exists()
+
+
+def test_summary_shows_whole_output_paths_on_a_narrow_terminal(env, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from posecli.config import PipelineConfig
+    from posecli.runner import run_inputs
+
+    video = blank_video(tmp_path / "clip.mp4")
+    out = tmp_path / "a-rather-long-output-folder-name" / "and-another-level-below-it"
+    text = io.StringIO()
+    console = Console(file=text, width=80)
+    assert run_inputs([video], out, PipelineConfig(formats=("json", "csv")), console=console) == 0
+    lines = text.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    outputs_column = "".join(line.split("│")[-2].strip() for line in lines if line.count("│") == 8)
+    for suffix in (".json", ".csv"):
+        assert str(out / f"clip{suffix}") in outputs_column

@@ -17,7 +17,7 @@ def isolated(tmp_path, monkeypatch):
     """No test sees the real user cache, POSECLI_HOME, or the network."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("POSECLI_HOME", raising=False)
-    monkeypatch.setattr(weights, "REPO_WEIGHTS_DIR", tmp_path / "repo-weights")
+    monkeypatch.setattr(weights, "PACKAGE_WEIGHTS_DIR", tmp_path / "repo-weights")
     weights._HASHES.clear()
 
     def no_network(url, *args, **kwargs):
@@ -110,7 +110,7 @@ def test_found_in_posecli_home_and_verified(tmp_path, monkeypatch, yolox):
 
 def test_search_order(tmp_path, monkeypatch):
     manifest = write_manifest(tmp_path / "m.toml")
-    home, repo, cache = tmp_path / "home" / "weights", weights.REPO_WEIGHTS_DIR, weights.cache_dir()
+    home, repo, cache = tmp_path / "home" / "weights", weights.PACKAGE_WEIGHTS_DIR, weights.cache_dir()
     for folder in (home, repo, cache):
         folder.mkdir(parents=True)
         (folder / "toy.bin").write_bytes(b"toy weights")
@@ -273,6 +273,6 @@ def test_manifest_not_toml(tmp_path):
 
 
 def test_copy_in_repo_weights_folder_is_found(tmp_path, yolox):
-    weights.REPO_WEIGHTS_DIR.mkdir()
-    shutil.copy(yolox, weights.REPO_WEIGHTS_DIR / "yolox_nano.onnx")
-    assert weights.resolve("yolox-nano").parent == weights.REPO_WEIGHTS_DIR
+    weights.PACKAGE_WEIGHTS_DIR.mkdir()
+    shutil.copy(yolox, weights.PACKAGE_WEIGHTS_DIR / "yolox_nano.onnx")
+    assert weights.resolve("yolox-nano").parent == weights.PACKAGE_WEIGHTS_DIR
