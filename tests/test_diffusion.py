@@ -123,3 +123,62 @@ def test_hypotheses_are_averaged():
     g = torch.Generator().manual_seed(0)
     n1, n2 = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     assert torch.allclose(out, (n1 + n2) / 2)
+
+
+def _alpha_bar(schedule: NoiseSchedule, t: int) -> float:
+    """ᾱ_t = ∏_{s≤t} (1 − β_s), from the betas (ᾱ_{−1} = 1)."""
+    return float(torch.prod(1.0 - schedule.betas[: t + 1])) if t >= 0 else 1.0
+
+
+def _paper_ddim_step(x0_hat, x_t, ab_t, ab_prev, eta, z, clip):
+    """Song et al. (ICLR 2021), eq. (12) with σ_t(η) of eq. (16), written out from the paper.
+
+    x̂0 is first clipped to the signal range (the sampler's documented choice, as in DDPM code).
+    """
+    x0_hat = x0_hat.clamp(-clip, clip)
+    eps_hat = (x_t - math.sqrt(ab_t) * x0_hat) / math.sqrt(1.0 - ab_t)  # eq. (12), "predicted noise"
+    sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * math.sqrt(1.0 - ab_t / ab_prev)  # eq. (16)
+    return (math.sqrt(ab_prev) * x0_hat  # "predicted x0"
+            + math.sqrt(1.0 - ab_prev - sigma**2) * eps_hat  # "direction pointing to x_t"
+            + sigma * z)  # random noise
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("t, t_prev", [(749, 499), (999, 249), (300, 299)])
+def test_ddim_step_follows_the_papers_equations(eta, t, t_prev):
+    schedule = NoiseSchedule(1000)
+    sampler = DDIMSampler(schedule, steps=4, eta=eta, signal_scale=1.0)
+    g = torch.Generator().manual_seed(1)
+    x_t = torch.randn((2, 3, 5, 4), generator=g, dtype=torch.float64)
+    x0_hat = 2.5 * torch.randn((2, 3, 5, 4), generator=g, dtype=torch.float64)  # partly outside ±1: clipped
+    sampler.generator.manual_seed(11)
+    out = sampler.step(x0_hat, t, x_t, t_prev)
+    # The sampler's documented noise: one item drawn from its generator, broadcast over the batch.
+    z = torch.randn((1, 3, 5, 4), generator=torch.Generator().manual_seed(11)).double().expand(2, -1, -1, -1)
+    expected = _paper_ddim_step(x0_hat, x_t, _alpha_bar(schedule, t), _alpha_bar(schedule, t_prev), eta, z, 1.0)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_sampling_with_eta_and_hypotheses_follows_the_papers_equations():
+    schedule, shape, eta, seed = NoiseSchedule(100), (2, 3, 6, 5), 0.7, 4
+    weights = torch.randn(1, 3, 1, 1)
+
+    def denoise(x_t, t):  # a fixed, input-dependent stand-in for the network, sometimes beyond ±1
+        return 1.6 * torch.tanh(x_t * weights + t.float().view(-1, 1, 1, 1) / 100)
+
+    sampler = DDIMSampler(schedule, steps=3, eta=eta, seed=seed, hypotheses=2)
+    out = sampler.sample(denoise, shape)
+
+    g = torch.Generator().manual_seed(seed)
+    draw = lambda: torch.randn((1, *shape[1:]), generator=g).expand(shape)  # noqa: E731
+    times = [99, 66, 32, -1]  # evenly spaced in [−1, 99], rounded
+    finals = []
+    for _ in range(2):
+        x = draw()
+        for t, t_prev in zip(times[:-1], times[1:]):
+            x0_hat = denoise(x, torch.full((shape[0],), t))
+            if t_prev >= 0:
+                x = _paper_ddim_step(x0_hat, x, _alpha_bar(schedule, t), _alpha_bar(schedule, t_prev), eta, draw(), 1.0)
+        finals.append(x0_hat)
+    assert sampler.timesteps == times
+    torch.testing.assert_close(out, (finals[0] + finals[1]) / 2, rtol=1e-5, atol=1e-6)
