@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from .draw import draw_poses
+from .encode import VideoEncoder
 from .errors import PoseCliError
 from .types import COCO_KEYPOINTS, COCO_SKELETON, FrameResult, ModelInfo, SourceInfo
 
@@ -468,34 +469,27 @@ class OverlaySink(Sink):
     """MP4 of the input frames with the poses drawn (:func:`posecli.draw.draw_poses`).
 
     The frame rate is the source's nominal one (30 when unknown), so variable-frame-rate input
-    plays at a constant rate. Codecs are tried in order; ``mp4v`` (MPEG-4 Part 2) ships with
-    every OpenCV wheel and plays in VLC, ffmpeg-based tools and QuickTime, not in browsers;
-    pass ``codecs=("avc1", "mp4v")`` for H.264 where OpenCV was built with an H.264 encoder
-    (trying it where it is missing makes FFmpeg print errors, so it is not the default).
-    Frames of another size than the first are resized to it.
+    plays at a constant rate. The video is H.264 (yuv420p, faststart), which browsers, Jupyter
+    and VS Code play; without an H.264 encoder it is MPEG-4 Part 2 (``mp4v``), with a warning
+    (:mod:`posecli.encode`). ``codec`` tells which. Frames of another size than the first are
+    resized to it.
     """
 
     def __init__(self, path: str | os.PathLike, source_info: SourceInfo, model_info: ModelInfo,
-                 score_threshold: float = 0.3, codecs: Iterable[str] = ("mp4v", "avc1")) -> None:
+                 score_threshold: float = 0.3, prefer_h264: bool = True) -> None:
         self.score_threshold = score_threshold
-        self.codecs = tuple(codecs)
-        self._writer: cv2.VideoWriter | None = None
+        self.prefer_h264 = prefer_h264
+        self._writer: VideoEncoder | None = None
         super().__init__(path, source_info, model_info)
 
     def _begin(self) -> None:
-        # cv2.VideoWriter writes the file itself, by name; the temp file only reserved the name.
+        # The encoder writes the file itself, by name; the temp file only reserved the name.
         self._file.close()
         self._file = None
         fps = self.source.fps if math.isfinite(self.source.fps) and self.source.fps > 0 else 30.0
         self._size = (int(self.source.width), int(self.source.height))
-        for codec in self.codecs:
-            writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), float(fps), self._size)
-            if writer.isOpened():
-                self._writer, self.codec = writer, codec
-                return
-            writer.release()
-        raise PoseCliError(
-            f"cannot write {self.path}: OpenCV has none of the codecs {', '.join(self.codecs)}")
+        self._writer = VideoEncoder(self._tmp, fps, self._size, prefer_h264=self.prefer_h264)
+        self.codec = self._writer.codec
 
     def _write(self, result: FrameResult) -> None:
         image = draw_poses(result.frame.image, result.poses, self.score_threshold)
@@ -504,14 +498,14 @@ class OverlaySink(Sink):
         self._writer.write(image)
 
     def _finish(self) -> None:
-        self._writer.release()
+        self._writer.close()
         self._writer = None
         if not self._tmp.exists() or self._tmp.stat().st_size == 0:
             raise PoseCliError(f"cannot write {self.path}: the video encoder produced no data")
 
     def _release(self) -> None:
         if self._writer is not None:
-            self._writer.release()
+            self._writer.close()
             self._writer = None
 
 
