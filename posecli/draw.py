@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .types import COCO_SKELETON, Poses
+from .types import COCO_KEYPOINTS, COCO_SKELETON, Poses
 
 # Distinct BGR colours (Tableau 10 + extras); track id n always gets PALETTE[(n - 1) % len].
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -23,12 +23,36 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
     return UNTRACKED_COLOUR if track_id < 0 else PALETTE[(track_id - 1) % len(PALETTE)]
 
 
+def side_colours(colour: tuple[int, int, int]) -> dict[str, tuple[int, int, int]]:
+    """A track colour's variants by body side: left lighter, right darker, centre as it is.
+
+    So a left/right swap shows in the overlay (left and right are the person's own).
+    """
+    c = np.asarray(colour, np.float64)
+    return {"left": tuple(int(v) for v in np.round(c + 0.55 * (255.0 - c))),
+            "centre": tuple(int(v) for v in c),
+            "right": tuple(int(v) for v in np.round(0.45 * c))}
+
+
+def _joint_side(joint: int, num_joints: int) -> str:
+    if num_joints != len(COCO_KEYPOINTS):
+        return "centre"
+    name = COCO_KEYPOINTS[joint]
+    return "left" if name.startswith("left_") else "right" if name.startswith("right_") else "centre"
+
+
+def _limb_side(a: int, b: int, num_joints: int) -> str:
+    """"left" / "right" for a limb on one side (or joining that side to the nose), else "centre"."""
+    sides = {_joint_side(a, num_joints), _joint_side(b, num_joints)} - {"centre"}
+    return sides.pop() if len(sides) == 1 else "centre"
+
+
 def _fixed(xy: np.ndarray) -> tuple[int, int]:
     return int(round(float(xy[0]) * _ONE)), int(round(float(xy[1]) * _ONE))
 
 
 def draw_poses(image_bgr: np.ndarray, poses: Poses, score_threshold: float = 0.3) -> np.ndarray:
-    """Draw boxes, skeletons and "id N" labels.
+    """Draw boxes, skeletons and "id N" labels; left limbs lighter, right limbs darker.
 
     Args:
         image_bgr: ``H×W×3`` uint8, not modified.
@@ -46,13 +70,16 @@ def draw_poses(image_bgr: np.ndarray, poses: Poses, score_threshold: float = 0.3
     for n in range(len(poses)):
         track_id = int(poses.track_ids[n])
         colour = track_colour(track_id)
+        by_side = side_colours(colour)
         xy, scores = poses.keypoints_xy[n], poses.keypoint_scores[n]
         shown = (scores >= score_threshold) & np.isfinite(xy).all(axis=-1)
         for a, b in COCO_SKELETON:
             if a < len(xy) and b < len(xy) and shown[a] and shown[b]:
-                cv2.line(out, _fixed(xy[a]), _fixed(xy[b]), colour, thick, cv2.LINE_AA, _SHIFT)
+                cv2.line(out, _fixed(xy[a]), _fixed(xy[b]), by_side[_limb_side(a, b, len(xy))], thick,
+                         cv2.LINE_AA, _SHIFT)
         for j in np.flatnonzero(shown):
-            cv2.circle(out, _fixed(xy[j]), radius * _ONE, colour, -1, cv2.LINE_AA, _SHIFT)
+            cv2.circle(out, _fixed(xy[j]), radius * _ONE, by_side[_joint_side(j, len(xy))], -1,
+                       cv2.LINE_AA, _SHIFT)
         box = poses.boxes_xyxy[n]
         if not np.isfinite(box).all():
             continue
