@@ -180,8 +180,8 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(1.0, 100, 10, 0.1) == pytest.approx(0.1)
 
 
-def test_weighted_loss_reduces_to_the_plain_diffusion_loss():
-    from posecli.models.diffusion import NoiseSchedule, diffusion_loss
+def test_weighted_loss_without_options_is_the_papers_masked_l2():
+    from posecli.models.diffusion import NoiseSchedule
     from posecli.train.loss import weighted_diffusion_loss
 
     class Echo(torch.nn.Module):  # x̂0 = x_t / 2: a cheap stand-in with a t-dependent error
@@ -194,12 +194,23 @@ def test_weighted_loss_reduces_to_the_plain_diffusion_loss():
     vis = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     images = torch.zeros(2, 3, 3, 64, 48)
 
-    def loss(fn, **kw):
-        return float(fn(Echo(), schedule, images, heatmaps, vis, generator=torch.Generator().manual_seed(5), **kw))
+    def loss(**kw):
+        return float(weighted_diffusion_loss(Echo(), schedule, images, heatmaps, vis,
+                                             generator=torch.Generator().manual_seed(5), **kw))
 
-    assert loss(weighted_diffusion_loss) == pytest.approx(loss(diffusion_loss), rel=1e-6)
-    assert loss(weighted_diffusion_loss, fg_weight=20.0) != pytest.approx(loss(diffusion_loss), rel=1e-3)
-    assert loss(weighted_diffusion_loss, high_t_fraction=1.0) != pytest.approx(loss(diffusion_loss), rel=1e-3)
+    # The paper's loss written out: t ~ U{0…T−1}, ε ~ N(0, I) (drawn in that order), x_t by the
+    # forward process, squared error of x̂0 per joint, averaged over the visible joints.
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, 1000, (2,), generator=g)
+    eps = torch.randn(heatmaps.shape, generator=g, dtype=heatmaps.dtype)
+    ab = torch.cumprod(1.0 - schedule.betas, 0)[t].view(-1, 1, 1, 1).float()
+    x0 = 2.0 * heatmaps - 1.0
+    x_t = ab.sqrt() * x0 + (1.0 - ab).sqrt() * eps
+    per_joint = (0.5 * x_t - x0).pow(2).mean(dim=(2, 3))
+    expected = float((per_joint * vis).sum() / vis.sum())
+    assert loss() == pytest.approx(expected, rel=1e-5)
+    assert loss(fg_weight=20.0) != pytest.approx(expected, rel=1e-3)
+    assert loss(high_t_fraction=1.0) != pytest.approx(expected, rel=1e-3)
 
 
 def _tiny_config(shared_dir: Path, out: Path, steps: int) -> TrainConfig:

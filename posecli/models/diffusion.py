@@ -1,4 +1,4 @@
-"""Diffusion on keypoint heatmaps: noise schedule, forward noising, DDIM sampler, training loss.
+"""Diffusion on keypoint heatmaps: noise schedule, forward noising and the DDIM sampler.
 
 Notation (Ho et al., NeurIPS 2020; Song et al., ICLR 2021 "DDIM"):
     α_t = 1 − β_t,   ᾱ_t = ∏_{s≤t} α_s   (the *cumulative* product; noising uses √ᾱ_t, not √α_t)
@@ -9,7 +9,8 @@ before noising, as DiffusionDet (Chen et al., ICCV 2023) does for boxes: backgro
 −signal_scale and peaks at +signal_scale, so the signal is centred and the noise at ᾱ_t ≈ 0 swamps
 it. We use ``signal_scale = 1.0`` by default (the data's natural range; a larger scale makes the
 noisy heatmap easier to read at a given t, a smaller one harder). The network predicts x0 directly
-(as DiffPose does), the sampler derives ε from it.
+(as DiffPose does), the sampler derives ε from it. The training loss is in
+``posecli/train/loss.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 from typing import Callable
 
 import torch
-from torch import nn
 
 DEFAULT_SIGNAL_SCALE = 1.0
 
@@ -85,29 +85,23 @@ class NoiseSchedule:
 
 
 class DDIMSampler:
-    """DDIM sampling (Song et al., ICLR 2021) for an x0-predicting network.
+    """Deterministic DDIM sampling (Song et al., ICLR 2021, η = 0) for an x0-predicting network.
 
     Args:
         schedule: the training :class:`NoiseSchedule`.
-        steps: number of network evaluations per hypothesis (1–4 is typical here).
-        eta: 0 gives deterministic DDIM; 1 gives DDPM-like stochastic steps.
-        seed: seeds the sampler's own ``torch.Generator``.
-        hypotheses: number of independent samples whose x0 are averaged.
+        steps: number of network evaluations (1–4 is typical here).
+        seed: seeds the sampler's own ``torch.Generator``, which draws the initial noise.
         signal_scale: the signal range (intermediate x0 predictions are clipped to it).
 
-    Reproducibility: every :meth:`sample` call re-seeds the generator, and noise is drawn for a
-    single item and broadcast over the batch, so a sample's result depends only on the seed and its
-    own inputs, not on the batch it was in or on earlier calls.
+    Reproducibility: every :meth:`sample` call re-seeds the generator, and the initial noise is
+    drawn for a single item and broadcast over the batch, so a sample's result depends only on the
+    seed and its own inputs, not on the batch it was in or on earlier calls.
     """
 
-    def __init__(self, schedule: NoiseSchedule, steps: int = 1, eta: float = 0.0, seed: int = 0,
-                 hypotheses: int = 1, signal_scale: float = DEFAULT_SIGNAL_SCALE) -> None:
-        if hypotheses < 1:
-            raise ValueError("hypotheses must be at least 1")
+    def __init__(self, schedule: NoiseSchedule, steps: int = 1, seed: int = 0,
+                 signal_scale: float = DEFAULT_SIGNAL_SCALE) -> None:
         self.schedule = schedule
-        self.eta = eta
         self.seed = seed
-        self.hypotheses = hypotheses
         self.signal_scale = signal_scale
         self.generator = torch.Generator(device="cpu")
         self.set_steps(steps)
@@ -131,11 +125,12 @@ class DDIMSampler:
         return self.timesteps[i + 1]
 
     def step(self, x0_pred: torch.Tensor, t: int, x_t: torch.Tensor, t_prev: int | None = None) -> torch.Tensor:
-        """One DDIM update x_t → x_{t_prev} (Song et al., eq. 12).
+        """One DDIM update x_t → x_{t_prev} (Song et al., eq. 12 with σ = 0, i.e. η = 0 in eq. 16).
 
             ε̂       = (x_t − √ᾱ_t · x̂0) / √(1 − ᾱ_t)
-            σ       = η · √((1 − ᾱ_prev) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_prev)
-            x_prev  = √ᾱ_prev · x̂0 + √(1 − ᾱ_prev − σ²) · ε̂ + σ · z,   z ~ N(0, I)
+            x_prev  = √ᾱ_prev · x̂0 + √(1 − ᾱ_prev) · ε̂
+
+        x̂0 is clipped to the signal range first.
 
         Args:
             x0_pred: the network's x̂0, [B, ...].
@@ -154,11 +149,7 @@ class DDIMSampler:
         ab_t = float(self.schedule.alpha_bar(torch.tensor(t)))
         ab_prev = float(self.schedule.alpha_bar(torch.tensor(t_prev)))
         eps = (x_t - math.sqrt(ab_t) * x0) / math.sqrt(1.0 - ab_t)
-        sigma = self.eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * math.sqrt(1.0 - ab_t / ab_prev)
-        x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x_prev = x_prev + sigma * self._noise(tuple(x_t.shape), x_t.device, x_t.dtype)
-        return x_prev
+        return math.sqrt(ab_prev) * x0 + math.sqrt(1.0 - ab_prev) * eps
 
     @torch.no_grad()
     def sample(self, denoise_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -172,49 +163,14 @@ class DDIMSampler:
             device, dtype: where and in which precision the samples live.
 
         Returns:
-            x0 [shape]: the last x̂0, averaged over hypotheses (in the signal range).
+            x0 [shape]: the last x̂0 (in the signal range, not clipped).
         """
         self.generator.manual_seed(self.seed)
-        total = None
-        for _ in range(self.hypotheses):
-            x = self._noise(tuple(shape), device, dtype)
-            x0 = x
-            for t, t_prev in zip(self.timesteps[:-1], self.timesteps[1:]):
-                tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
-                x0 = denoise_fn(x, tt)
-                x = self.step(x0, t, x, t_prev)
-            total = x0 if total is None else total + x0
-        return total / self.hypotheses
+        x = self._noise(tuple(shape), device, dtype)
+        x0 = x
+        for t, t_prev in zip(self.timesteps[:-1], self.timesteps[1:]):
+            tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
+            x0 = denoise_fn(x, tt)
+            x = self.step(x0, t, x, t_prev)
+        return x0
 
-
-def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor,
-                   heatmaps: torch.Tensor, visibility: torch.Tensor,
-                   generator: torch.Generator | None = None,
-                   signal_scale: float = DEFAULT_SIGNAL_SCALE) -> torch.Tensor:
-    """DiffPose training loss: masked L2 between the predicted and the true x0.
-
-    t ~ U{0 … T−1} and ε ~ N(0, I) per sample; x_t = q_sample(x0, t, ε); the model predicts x̂0
-    and the loss is the per-joint mean squared error over heatmap pixels, weighted by visibility
-    and averaged over the weighted joints.
-
-    Args:
-        model: a ``DiffPose`` (``model(images, x_t, t) -> x̂0``).
-        schedule: the noise schedule.
-        images: [B, T, 3, H, W] normalized frames (key frame at T // 2).
-        heatmaps: [B, K, h, w] Gaussian-peak targets in [0, 1] for the key frame.
-        visibility: [B, K] joint weights (0 = unlabelled, excluded from the loss).
-        generator: CPU generator for t and ε (reproducible training); None uses the global RNG.
-        signal_scale: see module docstring.
-
-    Returns:
-        Scalar loss tensor.
-    """
-    b = heatmaps.shape[0]
-    t = torch.randint(0, schedule.timesteps, (b,), generator=generator).to(heatmaps.device)
-    noise = torch.randn(heatmaps.shape, generator=generator, dtype=heatmaps.dtype).to(heatmaps.device)
-    x0 = heatmap_to_signal(heatmaps, signal_scale)
-    x_t = schedule.q_sample(x0, t, noise)
-    pred = model(images, x_t, t)
-    per_joint = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3))  # [B, K]
-    weights = visibility.to(per_joint.dtype)
-    return (per_joint * weights).sum() / weights.sum().clamp(min=1.0)

@@ -1,4 +1,4 @@
-"""Training loss: ``models.diffusion.diffusion_loss`` with two options for short CPU schedules.
+"""Training loss: the paper's masked L2 on x̂0, with two options for short CPU schedules.
 
 * ``fg_weight``: per-pixel weights ``1 + fg_weight · h`` (h = target heatmap in [0, 1]). A σ = 2
   Gaussian covers under 1 % of a 64×48 map, so plain L2 is ~99 % background: the network first
@@ -9,7 +9,7 @@
   schedule (the rest uniform). Inference runs 1–2 DDIM steps starting at t = T−1, where x_t is
   almost pure noise and x̂0 must come from the image; uniform t spends most updates on small t,
   where copying x_t already gives x0. 0 gives the paper's uniform t.
-With both at 0 this equals ``diffusion_loss`` (same draws from the generator).
+With both at 0 this is DiffPose's loss: L2 between x̂0 and x0, masked by joint visibility.
 """
 
 from __future__ import annotations
