@@ -11,7 +11,10 @@ Every sink has the same life cycle::
 Data goes to a hidden temporary file next to the target (``.<name>.<random>.part<suffix>``) and
 is moved into place with ``os.replace`` only when complete, so a reader never sees half a file.
 A killed process (SIGKILL, power loss) can leave such a ``.part`` file behind; it is never
-mistaken for output.
+mistaken for output, and the next :func:`make_sinks` into that folder removes it. A sink holds
+an exclusive ``flock`` on its temporary file while it writes, so a ``.part`` file whose lock can
+be taken belongs to no live process (the kernel drops the locks of a killed one), while those of
+runs still writing into the same folder are left alone.
 
 Memory: ``json``, ``jsonl``, ``csv``, ``coco`` and ``overlay`` write each frame as it comes.
 ``mmaction`` and ``npz`` need all frames to build their arrays, so they keep the keypoints,
@@ -26,13 +29,16 @@ fields (COCO, which has no null, gets 0 with score 0).
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import math
 import os
 import pickle
+import re
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -54,6 +60,9 @@ SUFFIXES: dict[str, str] = {
     "mmaction": ".mmaction.pkl", "npz": ".npz", "overlay": ".overlay.mp4",
 }
 CSV_COLUMNS = ("frame", "time_s", "track_id", "keypoint", "x", "y", "score")
+# Temporary file names: ``.<target name>.<8 hex digits>.part<target suffix>``.
+_PART_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.part(?P<suffix>\.[^.]*)?")
+_PART_MIN_AGE_S = 10.0
 # Width reserved for source.num_frames, filled in at close: the count is known only at the end,
 # but the source block comes first in the file (see JsonSink).
 _COUNT_WIDTH = 20
@@ -120,6 +129,12 @@ class Sink:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as e:
             raise PoseCliError(f"cannot write to {self.path.parent}: {e.strerror or e}") from e
+        # The lock lives as long as this descriptor, also where the file is written by name.
+        self._lock_fd = os.dup(fd)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a file system without locks: remove_stale_parts cannot lock it either
+            log.debug("cannot lock %s", self._tmp)
         self._file: Any = os.fdopen(fd, "wb") if self.binary else os.fdopen(
             fd, "w", encoding="utf-8", newline="")
         try:
@@ -156,6 +171,7 @@ class Sink:
             self.abort()
             raise
         self._done = True
+        os.close(self._lock_fd)
 
     def abort(self) -> None:
         """Drop the partial output; ``path`` is left as it was (idempotent, never raises)."""
@@ -169,6 +185,7 @@ class Sink:
         except Exception:  # noqa: BLE001 - abort runs while another error propagates
             log.debug("closing %s during abort failed", self._tmp, exc_info=True)
         self._tmp.unlink(missing_ok=True)
+        os.close(self._lock_fd)
 
     def __enter__(self) -> "Sink":
         return self
@@ -541,6 +558,47 @@ def ensure_writable_dir(out_dir: str | os.PathLike) -> Path:
     return folder
 
 
+def _looks_stale(entry: os.DirEntry, now: float) -> bool:
+    """A temporary file of :class:`Sink`'s naming, at least ``_PART_MIN_AGE_S`` old."""
+    match = _PART_NAME.fullmatch(entry.name)
+    if match is None or not match["name"].endswith(match["suffix"] or ""):
+        return False
+    try:
+        return entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime >= _PART_MIN_AGE_S
+    except OSError:  # removed meanwhile
+        return False
+
+
+def remove_stale_parts(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed runs left in ``out_dir``; returns those removed.
+
+    Only hidden files named as :class:`Sink` names them, and only those no live sink holds
+    locked (see the module notes): the ones of runs still writing there stay. Files younger than
+    ``_PART_MIN_AGE_S`` stay too: a sink creates its file a moment before it locks it.
+    """
+    removed = []
+    now = time.time()
+    with os.scandir(out_dir) as entries:
+        candidates = [entry for entry in entries if _looks_stale(entry, now)]
+    for entry in candidates:
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live sink is writing it
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run", out_dir, len(removed))
+    return removed
+
+
 def make_sinks(out_dir: str | os.PathLike, stem: str, formats: Iterable[str], overlay: bool,
                source_info: SourceInfo, model_info: ModelInfo, *,
                score_threshold: float = 0.3) -> list[Sink]:
@@ -551,6 +609,7 @@ def make_sinks(out_dir: str | os.PathLike, stem: str, formats: Iterable[str], ov
     """
     paths = output_paths(out_dir, stem, formats, overlay)
     ensure_writable_dir(out_dir)
+    remove_stale_parts(out_dir)
     sinks: list[Sink] = []
     try:
         for fmt, path in paths.items():
