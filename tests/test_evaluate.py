@@ -292,7 +292,6 @@ def test_video_errors_are_user_errors(tmp_path: Path) -> None:
 
 
 def test_diffpose_adapter_maps_heatmap_peaks_to_the_frame() -> None:
-    pytest.importorskip("posecli.decode")
     seen = []
 
     def predictor(crops: np.ndarray) -> np.ndarray:
