@@ -5,8 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from posecli.errors import PoseCliError
+
 # How the neighbour frames of a window are cropped (see ``posecli.pipeline``).
 NEIGHBOUR_CROPS = ("key", "own")
+# The choices of the other options, here so that a bad one is refused before torch, the detector
+# or scipy are imported (tests/test_config.py keeps them equal to the modules that implement them).
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DETECTOR_NAMES = ("yolox-nano", "rtmdet-nano")
+SMOOTHING_KINDS = ("none", "oneeuro", "savgol")
+OUTPUT_FORMATS = ("json", "jsonl", "csv", "coco", "mmaction", "npz")
 
 
 @dataclass(frozen=True)
@@ -65,3 +74,32 @@ class PipelineConfig:
     smooth: str = "savgol"  # measured best: jitter −92 %, PCK kept (see eval-tracks)
     formats: tuple[str, ...] = ("json",)
     overlay: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse bad options at once, with the command-line option's name (cheap: no imports)."""
+        def choose(option: str, value: str, choices: tuple[str, ...]) -> None:
+            if value not in choices:
+                raise PoseCliError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+
+        def at_least(option: str, value: int | None, least: int) -> None:
+            if value is not None and value < least:
+                raise PoseCliError(f"{option} must be at least {least}, not {value}")
+
+        choose("--device", self.device, DEVICES)
+        choose("--dtype", self.dtype, DTYPES)
+        choose("--neighbour-crops", self.neighbour_crops, NEIGHBOUR_CROPS)
+        choose("--detector", self.detector, DETECTOR_NAMES)
+        choose("--smooth", self.smooth, SMOOTHING_KINDS)
+        for fmt in self.formats:
+            choose("--format", fmt, OUTPUT_FORMATS)
+        if not self.formats and not self.overlay:
+            raise PoseCliError("--format names no output format; choose from " + ", ".join(OUTPUT_FORMATS))
+        if self.window is not None and (self.window < 1 or self.window % 2 == 0):
+            raise PoseCliError(f"--window must be odd (the key frame sits in the middle: 1, 3, 5, …), not {self.window}")
+        for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
+                              ("--detect-every", self.detect_every), ("--threads", self.threads),
+                              ("cpus", self.cpus)):
+            at_least(option, value, 1)
+        at_least("--prefetch", self.prefetch, 0)
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise PoseCliError(f"--score-threshold must be between 0 and 1, not {self.score_threshold}")

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from posecli import weights as weights_lib
-from posecli.config import NEIGHBOUR_CROPS, PipelineConfig
+from posecli.config import PipelineConfig
 from posecli.crop import crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
@@ -53,7 +53,6 @@ from posecli.errors import PoseCliError
 from posecli.prefetch import prefetch
 from posecli.propagate import BoxPropagator
 from posecli.sinks import make_sinks, output_paths
-from posecli.smooth import KINDS as SMOOTHING_KINDS
 from posecli.smooth import PoseSmoother
 from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import Detections, Frame, FrameResult, ModelInfo, Poses, SourceInfo
@@ -209,20 +208,7 @@ class Pipeline:
     def __init__(self, config: PipelineConfig = PipelineConfig()) -> None:
         from posecli.models.loading import load_pose_model
 
-        if config.smooth not in SMOOTHING_KINDS:
-            raise PoseCliError(f"--smooth must be one of {', '.join(SMOOTHING_KINDS)}, not {config.smooth!r}")
-        if config.neighbour_crops not in NEIGHBOUR_CROPS:
-            raise PoseCliError(f"--neighbour-crops must be one of {', '.join(NEIGHBOUR_CROPS)}, "
-                               f"not {config.neighbour_crops!r}")
-        if config.detect_every < 1:
-            raise PoseCliError(f"--detect-every must be at least 1, not {config.detect_every}")
-        if config.prefetch is not None and config.prefetch < 0:
-            raise PoseCliError(f"--prefetch must be 0 (off) or more frames, not {config.prefetch}")
-        if config.threads is not None and config.threads < 1:
-            raise PoseCliError(f"--threads must be at least 1, not {config.threads}")
-        if config.cpus is not None and config.cpus < 1:
-            raise PoseCliError(f"cpus must be at least 1, not {config.cpus}")
-        self.config = config
+        self.config = config  # its options were checked when it was made
         self.device = resolve_device(config.device)
         self.threads = resolve_threads(config, self.device)
         self.model = load_pose_model(config.weights, device=self.device, window=config.window,

@@ -105,7 +105,6 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
     Raises:
         PoseCliError: a problem that concerns every input (bad options, weights, output folder).
     """
-    from posecli.pipeline import Pipeline
     from posecli.sinks import ensure_writable_dir
 
     console = console or _wide_console(stderr=True)
@@ -121,9 +120,11 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
         return failures
     if config.boxes_file is not None and len(paths) > 1:
         raise PoseCliError("--boxes gives the boxes of one video: pass a single input with it")
-    ensure_writable_dir(out_dir)
-    pipeline = Pipeline(config)
     stems = _output_stems(paths)
+    ensure_writable_dir(out_dir)
+    from posecli.pipeline import Pipeline  # torch and the model: only once the inputs are known good
+
+    pipeline = Pipeline(config)
     table = Table(title="posecli run")
     for column in ("input", "frames", "poses", "tracks", "seconds", "fps", "outputs"):
         # Paths fold onto more lines rather than being cut: the table is where the outputs are listed.
