@@ -20,11 +20,21 @@ from typing import Any
 import torch
 
 from .diffpose import DiffPose
+from .diffpose_movenet import DiffPoseMoveNet
 from .diffusion import DEFAULT_SIGNAL_SCALE
 from .preprocess import MEAN_RGB, STD_RGB
 
 FORMAT = "posecli-checkpoint/1"
-ARCH = "diffpose"
+# Architecture name in a checkpoint's config → the network class it rebuilds.
+ARCHITECTURES: dict[str, type] = {"diffpose": DiffPose, "diffpose-movenet": DiffPoseMoveNet}
+
+
+def arch_of(model) -> str:  # noqa: ANN001 - one of ARCHITECTURES' classes
+    """The checkpoint architecture name of ``model``."""
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"no checkpoint architecture for {type(model).__name__}")
 
 
 def checkpoint_config(model: DiffPose, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -38,7 +48,7 @@ def checkpoint_config(model: DiffPose, config: dict[str, Any] | None = None) -> 
                            "schedule": "cosine", "mean": list(MEAN_RGB), "std": list(STD_RGB)}
     out.update(config or {})
     derived = {
-        "arch": ARCH,
+        "arch": arch_of(model),
         "model": dict(model.init_kwargs),
         "window": model.window,
         "input_size": list(model.input_size),
@@ -82,7 +92,8 @@ def save_checkpoint(path: str | os.PathLike, model: DiffPose, config: dict[str, 
     return full
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DiffPose, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
+                    ) -> tuple[DiffPose | DiffPoseMoveNet, dict[str, Any]]:
     """Rebuild the saved DiffPose (fp32, eval mode) on ``device``.
 
     Only plain tensors and strings are unpickled (``weights_only=True``); the model is built from
@@ -95,12 +106,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
     config = json.loads(payload["config"])
-    if config.get("arch") != ARCH:
+    if config.get("arch") not in ARCHITECTURES:
         raise ValueError(f"{path}: unsupported arch {config.get('arch')!r}")
     kwargs = dict(config["model"])
     kwargs["input_size"] = tuple(kwargs["input_size"])
     kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
-    model = DiffPose(**kwargs)
+    model = ARCHITECTURES[config["arch"]](**kwargs)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     if list(model.heatmap_size) != list(config["heatmap_size"]):

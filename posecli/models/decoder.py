@@ -87,10 +87,15 @@ class PoseDecoder(nn.Module):
         channels: (c16, c8, c4) widths at 1/16, 1/8, 1/4.
         time_dim: sinusoidal embedding size.
         heads: attention heads of the 1/16 transformer layer.
+        extra_heat_channels: further 1/4-scale maps entering the heatmap branch next to the
+            modulated x_t (v2: the aligned priors and the key frame's MoveNet heatmaps).
+        skip_channels: channels of feature maps added at 1/8 and 1/4 after 1×1 projections
+            (v2: the key frame's FPN maps); (0, 0) = none.
     """
 
     def __init__(self, num_keypoints: int = 17, cond_channels: int = 128,
-                 channels: tuple[int, int, int] = (128, 64, 32), time_dim: int = 128, heads: int = 4) -> None:
+                 channels: tuple[int, int, int] = (128, 64, 32), time_dim: int = 128, heads: int = 4,
+                 extra_heat_channels: int = 0, skip_channels: tuple[int, int] = (0, 0)) -> None:
         super().__init__()
         c16, c8, c4 = channels
         k = num_keypoints
@@ -104,7 +109,9 @@ class PoseDecoder(nn.Module):
         self.feat8 = _deconv_bn_relu(c16, c8)
         self.feat4 = _deconv_bn_relu(c8, c4)
         # Heatmap pyramid: 1/4 (stride 1), 1/8 and 1/16 (stride-2 convs).
-        self.heat4 = _conv_bn_relu(k, c4)
+        self.heat4 = _conv_bn_relu(k + extra_heat_channels, c4)
+        self.skip8 = _conv_bn_relu(skip_channels[0], c8, kernel=1) if skip_channels[0] else None
+        self.skip4 = _conv_bn_relu(skip_channels[1], c4, kernel=1) if skip_channels[1] else None
         self.heat8 = _conv_bn_relu(c4, c8, stride=2)
         self.heat16 = _conv_bn_relu(c8, c16, stride=2)
         self.lmsfi16 = MaskedInteraction(c16, transformer=True, heads=heads)
@@ -114,11 +121,15 @@ class PoseDecoder(nn.Module):
         self.to4_from8 = nn.Conv2d(c8, c4, 1)
         self.head = nn.Sequential(_conv_bn_relu(c4, c4), nn.Conv2d(c4, k, 3, 1, 1))
 
-    def forward(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor,
+                extra_heat: torch.Tensor | None = None,
+                skips: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Args:
             x_t: [B, K, H/4, W/4] noisy heatmaps (signal range).
             cond: [B, C, H/16, W/16] fused STRL feature.
             t: [B] long timesteps.
+            extra_heat: [B, extra_heat_channels, H/4, W/4] or None.
+            skips: ([B, s8, H/8, W/8], [B, s4, H/4, W/4]) or None.
 
         Returns:
             [B, K, H/4, W/4] predicted clean heatmaps x̂0 (signal range).
@@ -127,7 +138,13 @@ class PoseDecoder(nn.Module):
         x = x_t * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
         f16 = self.feat16(cond)
         f8 = self.feat8(f16)
+        if self.skip8 is not None:
+            f8 = f8 + self.skip8(skips[0].to(f8.dtype))
         f4 = self.feat4(f8)
+        if self.skip4 is not None:
+            f4 = f4 + self.skip4(skips[1].to(f4.dtype))
+        if extra_heat is not None:
+            x = torch.cat([x, extra_heat.to(x.dtype)], dim=1)
         h4 = self.heat4(x)
         h8 = self.heat8(h4)
         h16 = self.heat16(h8)

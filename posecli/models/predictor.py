@@ -18,8 +18,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backbone import FEATURE_CHANNELS, FEATURE_STRIDE
 from .diffpose import DiffPose
+from .diffpose_movenet import DiffPoseMoveNet
 from .diffusion import DDIMSampler, signal_to_heatmap
-from .preprocess import crops_to_tensor
+from .preprocess import MEAN_RGB, STD_RGB, crops_to_tensor
 
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -53,11 +54,14 @@ class HeatmapPredictor:
         device: "cpu", "cuda", … .
         dtype: float32, or bfloat16/float16 to run under autocast (CUDA; bfloat16 also on CPU).
         batch_size: windows per forward pass.
+        mean, std: input normalisation (``preprocess.crops_to_tensor``; the checkpoint's).
     """
 
-    def __init__(self, model: DiffPose, sampler: DDIMSampler, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, batch_size: int = 16) -> None:
+    def __init__(self, model: DiffPose | DiffPoseMoveNet, sampler: DDIMSampler, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, batch_size: int = 16,
+                 mean: tuple[float, ...] = MEAN_RGB, std: tuple[float, ...] = STD_RGB) -> None:
         self.device = torch.device(device)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.dtype = dtype
         self.batch_size = batch_size
         self.sampler = sampler
@@ -89,18 +93,27 @@ class HeatmapPredictor:
         out = []
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(crops), chunk):
-                out.append(self.model.encode_frames(crops_to_tensor(crops[i:i + chunk], self.device)))
+                out.append(self.model.encode_frames(
+                    crops_to_tensor(crops[i:i + chunk], self.device, mean=self.mean, std=self.std)))
         if not out:
-            h, w = self.input_size
-            return torch.zeros((0, FEATURE_CHANNELS, h // FEATURE_STRIDE, w // FEATURE_STRIDE), device=self.device)
+            return torch.zeros((0, *self._feature_shape()), device=self.device)
         return torch.cat(out)
 
-    def heatmaps_from_features(self, features: torch.Tensor) -> np.ndarray:
+    def _feature_shape(self) -> tuple[int, ...]:
+        if isinstance(self.model, DiffPoseMoveNet):
+            return (self.model.layout.size,)
+        h, w = self.input_size
+        return (FEATURE_CHANNELS, h // FEATURE_STRIDE, w // FEATURE_STRIDE)
+
+    def heatmaps_from_features(self, features: torch.Tensor, to_key: np.ndarray | None = None) -> np.ndarray:
         """Heatmaps from per-window stacks of features.
 
         Args:
-            features: [N, T, C, h, w] from :meth:`features`, key frame at T // 2; T equals the
+            features: [N, T, ...] from :meth:`features`, key frame at T // 2; T equals the
                 model's window, or 1 (a single image, replicated to the window).
+            to_key: [N, T, 2, 3] affines from each frame's crop to the key frame's crop (DiffPose
+                on MoveNet aligns the frames' priors with them); None = all frames share the key
+                frame's crop (v1 ignores it).
 
         Returns:
             [N, K, H/4, W/4] float32 heatmaps on the [0, 1] Gaussian-peak scale (not clamped:
@@ -112,22 +125,31 @@ class HeatmapPredictor:
             return np.zeros((0, k, hh, hw), np.float32)
         if features.shape[1] == 1 and self.window > 1:
             features = features.expand(-1, self.window, *features.shape[2:])
+            to_key = None
         if features.shape[1] != self.window:
             raise ValueError(f"windows must have {self.window} frames (or 1), got {features.shape[1]}")
+        movenet = isinstance(self.model, DiffPoseMoveNet)
+        if to_key is not None:
+            to_key = torch.as_tensor(np.asarray(to_key, np.float32), device=self.device)
         out = []
         with torch.inference_mode(), self._autocast():
             for i in range(0, n, self.batch_size):
-                cond = self.model.fuse(features[i:i + self.batch_size].to(self.device))
+                batch = features[i:i + self.batch_size].to(self.device)
+                if movenet:
+                    cond = self.model.fuse(batch, None if to_key is None else to_key[i:i + self.batch_size])
+                else:
+                    cond = self.model.fuse(batch)
                 x0 = self.sampler.sample(lambda x_t, t: self.model.denoise(x_t, cond, t),
-                                         (cond.shape[0], k, hh, hw), device=self.device, dtype=torch.float32)
+                                         (batch.shape[0], k, hh, hw), device=self.device, dtype=torch.float32)
                 out.append(signal_to_heatmap(x0.float(), self.sampler.signal_scale).cpu())
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, to_key: np.ndarray | None = None) -> np.ndarray:
         """Heatmaps for windows of crops.
 
         Args:
             crops: [N, T, H, W, 3] uint8 BGR crops (T = window, or 1 for single images).
+            to_key: see :meth:`heatmaps_from_features`.
 
         Returns:
             [N, K, H/4, W/4] float32 heatmaps (see :meth:`heatmaps_from_features`).
@@ -139,4 +161,4 @@ class HeatmapPredictor:
         if n == 0:
             return np.zeros((0, self.num_keypoints, *self.heatmap_size), np.float32)
         feats = self.features(crops.reshape(n * t, *crops.shape[2:]))
-        return self.heatmaps_from_features(feats.view(n, t, *feats.shape[1:]))
+        return self.heatmaps_from_features(feats.view(n, t, *feats.shape[1:]), to_key)

@@ -7,15 +7,21 @@ import torch
 
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
+# Identity normalisation: RGB stays in 0..255 (MoveNet scales its input inside the graph).
+RAW_MEAN_RGB = (0.0, 0.0, 0.0)
+RAW_STD_RGB = (1.0 / 255.0,) * 3
 
 
 def crops_to_tensor(crops: np.ndarray, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                    dtype: torch.dtype = torch.float32, mean: tuple[float, ...] = MEAN_RGB,
+                    std: tuple[float, ...] = STD_RGB) -> torch.Tensor:
     """Normalize BGR uint8 crops for the model.
 
     Args:
         crops: [..., H, W, 3] uint8 BGR images (any leading dims, e.g. N or N×T).
         device, dtype: of the result.
+        mean, std: RGB normalisation in units of 1/255 (ImageNet by default; the checkpoint's
+            ``mean``/``std``; ``RAW_MEAN_RGB``/``RAW_STD_RGB`` give plain 0..255 values).
 
     Returns:
         [..., 3, H, W] RGB, ``(x / 255 − mean) / std``.
@@ -26,6 +32,6 @@ def crops_to_tensor(crops: np.ndarray, device: torch.device | str = "cpu",
     # The uint8 → float conversion happens on the device: 4× less to copy than float32.
     x = torch.from_numpy(np.ascontiguousarray(crops[..., ::-1])).to(device)
     x = x.movedim(-1, -3).to(torch.float32)
-    mean = torch.tensor(MEAN_RGB, device=device).view(3, 1, 1) * 255.0
-    std = torch.tensor(STD_RGB, device=device).view(3, 1, 1) * 255.0
+    mean = torch.tensor(mean, device=device).view(3, 1, 1) * 255.0
+    std = torch.tensor(std, device=device).view(3, 1, 1) * 255.0
     return ((x - mean) / std).to(dtype)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posecli.crop import apply_affine, crop_transform, warp_crop
+from posecli.crop import BOX_ENLARGE, apply_affine, crop_transform, invert_affine, warp_crop
 from posecli.types import COCO_FLIP_INDEX
 
 UPPER_BODY = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -167,10 +167,15 @@ class Example:
     matrices: np.ndarray
     flipped: bool
 
+    def to_key(self) -> np.ndarray:
+        """[T, 2, 3] affine from each frame's crop pixels to the key frame's crop pixels."""
+        key = to3x3(self.matrices[len(self.matrices) // 2])
+        return np.stack([(key @ to3x3(invert_affine(m)))[:2] for m in self.matrices]).astype(np.float32)
+
 
 def make_example(frames: list[np.ndarray], box_xyxy: np.ndarray, keypoints: np.ndarray,
                  weights: np.ndarray, window: int, input_hw: tuple[int, int],
-                 cfg: AugmentConfig, rng: np.random.Generator) -> Example:
+                 cfg: AugmentConfig, rng: np.random.Generator, enlarge: float = BOX_ENLARGE) -> Example:
     """Crop and augment one person into a T-frame window.
 
     Args:
@@ -181,6 +186,7 @@ def make_example(frames: list[np.ndarray], box_xyxy: np.ndarray, keypoints: np.n
         weights: [K] loss weights (0 = unlabelled).
         window: T.
         input_hw: model input (H, W).
+        enlarge: crop region as a multiple of the box (``crop.crop_transform``).
     """
     box = np.asarray(box_xyxy, np.float64)
     if cfg.half_body_prob > 0 and rng.random() < cfg.half_body_prob:
@@ -189,7 +195,7 @@ def make_example(frames: list[np.ndarray], box_xyxy: np.ndarray, keypoints: np.n
             box = half
     scale = 1.0 + rng.uniform(-cfg.scale, cfg.scale) if cfg.scale > 0 else 1.0
     rot = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if rng.random() < cfg.rotate_prob else 0.0
-    key = about_centre(scale, rot, (0.0, 0.0), input_hw) @ to3x3(crop_transform(box, input_hw))
+    key = about_centre(scale, rot, (0.0, 0.0), input_hw) @ to3x3(crop_transform(box, input_hw, enlarge))
     flipped = bool(rng.random() < cfg.flip_prob)
     if flipped:
         key = flip_matrix(input_hw) @ key

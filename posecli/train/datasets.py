@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
 from posecli.train.augment import AugmentConfig, make_example
 from posecli.train.targets import HEATMAP_SIGMA, HEATMAP_STRIDE, gaussian_heatmaps
@@ -273,12 +274,14 @@ class MixedDataset(torch.utils.data.Dataset):
 
     Returns dicts of tensors:
         ``crops`` [T, H, W, 3] uint8 BGR, ``heatmaps`` [K, h, w] float32 in [0, 1],
-        ``weights`` [K] float32, ``source`` int.
+        ``weights`` [K] float32, ``to_key`` [T, 2, 3] float32 (each frame's crop → the key frame's
+        crop, see ``augment.Example.to_key``), ``source`` int.
     """
 
     def __init__(self, sources: list, mix_weights: list[float], length: int, window: int,
                  input_hw: tuple[int, int], augment: AugmentConfig, seed: int,
-                 sigma: float = HEATMAP_SIGMA, stride: int = HEATMAP_STRIDE) -> None:
+                 sigma: float = HEATMAP_SIGMA, stride: int = HEATMAP_STRIDE,
+                 enlarge: float = BOX_ENLARGE) -> None:
         if len(sources) != len(mix_weights) or not sources:
             raise ValueError("need one mixing weight per source")
         if any(len(s) == 0 for s in sources):
@@ -288,6 +291,7 @@ class MixedDataset(torch.utils.data.Dataset):
         self.sources, self.p = sources, p / p.sum()
         self.length, self.window, self.input_hw = length, window, tuple(input_hw)
         self.augment, self.seed, self.sigma, self.stride = augment, seed, sigma, stride
+        self.enlarge = enlarge
         self.heatmap_hw = (self.input_hw[0] // stride, self.input_hw[1] // stride)
 
     def __len__(self) -> int:
@@ -299,14 +303,15 @@ class MixedDataset(torch.utils.data.Dataset):
         source = self.sources[k]
         sample = source.load(int(rng.integers(len(source))))
         ex = make_example(sample.frames, sample.box_xyxy, sample.keypoints, sample.weights,
-                          self.window, self.input_hw, self.augment, rng)
+                          self.window, self.input_hw, self.augment, rng, self.enlarge)
         heatmaps, weights = gaussian_heatmaps(ex.keypoints, ex.weights, self.heatmap_hw,
                                               self.stride, self.sigma)
         return {"crops": torch.from_numpy(ex.crops), "heatmaps": torch.from_numpy(heatmaps),
-                "weights": torch.from_numpy(weights), "source": torch.tensor(k)}
+                "weights": torch.from_numpy(weights), "to_key": torch.from_numpy(ex.to_key()),
+                "source": torch.tensor(k)}
 
 
-def eval_persons(source: CocoKeypoints, window: int, input_hw: tuple[int, int]):
+def eval_persons(source: CocoKeypoints, window: int, input_hw: tuple[int, int], enlarge: float = BOX_ENLARGE):
     """Un-augmented key-frame crops for validation.
 
     Yields ``(crops [T, H, W, 3] uint8, matrix [2, 3] frame → crop, keypoints [K, 2],
@@ -316,6 +321,6 @@ def eval_persons(source: CocoKeypoints, window: int, input_hw: tuple[int, int]):
     for i in range(len(source)):
         sample = source.load(i)
         ex = make_example(sample.frames, sample.box_xyxy, sample.keypoints, sample.weights,
-                          window, input_hw, no_aug, np.random.default_rng(0))
+                          window, input_hw, no_aug, np.random.default_rng(0), enlarge)
         yield ex.crops, ex.matrices[window // 2], sample.keypoints, sample.weights, sample.box_xyxy
 

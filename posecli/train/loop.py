@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
 from posecli.train.augment import AugmentConfig
 from posecli.train.datasets import CocoKeypoints, MixedDataset, VideoPseudoLabels, eval_persons
@@ -93,8 +94,14 @@ class TrainConfig:
             environment variable ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported: with
             spinning OpenMP threads, 2 threads on a loaded 2-core machine were 4× slower than 1.
         num_workers: DataLoader worker processes.
+        arch: ``diffpose`` (v1: EfficientNet-Lite0) or ``diffpose-movenet`` (v2: MoveNet trunk).
+        trunk: the TFJS MoveNet graph model (``movenet-thunder.json``) whose layers start a
+            ``diffpose-movenet`` run.
         window: frames per window T.
         input_size: model input (H, W).
+        crop_enlarge: crop region as a multiple of the person box (``crop.crop_transform``).
+        teacher_weight: loss weight of unlabelled joints learnt from the model's MoveNet prior
+            (``diffpose-movenet``; see ``train/loss.py``).
         frozen_stages: EfficientNet-Lite0 stages frozen (stem + first N).
         model_kwargs: other ``DiffPose`` keyword arguments (widths, depths, timesteps).
         sigma: target Gaussian sigma in heatmap pixels.
@@ -134,8 +141,12 @@ class TrainConfig:
     amp: str = "auto"
     threads: int = 0
     num_workers: int = 1
+    arch: str = "diffpose"
+    trunk: Path | None = None
     window: int = 3
     input_size: tuple[int, int] = (256, 192)
+    crop_enlarge: float = BOX_ENLARGE
+    teacher_weight: float = 0.0
     frozen_stages: int = 3
     model_kwargs: dict = field(default_factory=dict)
     sigma: float = HEATMAP_SIGMA
@@ -227,23 +238,49 @@ def lr_factor(progress: float, step: int, warmup_steps: int, min_ratio: float) -
 
 
 def build_model(config: TrainConfig):
-    """A fresh DiffPose with ImageNet backbone weights, or the weights of ``init_checkpoint``."""
-    from posecli.models.diffpose import DiffPose
-
+    """A fresh DiffPose (ImageNet backbone for v1, MoveNet's layers for v2), or the weights of
+    ``init_checkpoint``."""
     kwargs = dict(config.model_kwargs)
-    kwargs.update(window=config.window, input_size=tuple(config.input_size),
-                  frozen_stages=config.frozen_stages)
-    model = DiffPose(**kwargs)
+    kwargs.update(window=config.window, input_size=tuple(config.input_size))
+    if config.arch == "diffpose-movenet":
+        from posecli.models.diffpose_movenet import DiffPoseMoveNet
+        from posecli.models.movenet import movenet_spec, read_tfjs_weights
+
+        if config.trunk is None and not config.init_checkpoint:
+            raise PoseCliError("--arch diffpose-movenet needs --trunk movenet-thunder.json (or --init)")
+        weights = read_tfjs_weights(config.trunk) if config.trunk else None
+        if weights is not None:
+            kwargs["trunk"] = movenet_spec(weights)
+        elif "trunk" not in kwargs:
+            from posecli.models.checkpoint import load_checkpoint
+
+            kwargs["trunk"] = load_checkpoint(config.init_checkpoint)[1]["model"]["trunk"]
+        model = DiffPoseMoveNet(**kwargs)
+        if weights is not None:
+            model.trunk.load_tfjs(weights)
+    elif config.arch == "diffpose":
+        from posecli.models.diffpose import DiffPose
+
+        model = DiffPose(frozen_stages=config.frozen_stages, **kwargs)
+    else:
+        raise PoseCliError(f"unknown --arch {config.arch!r}; choose diffpose or diffpose-movenet")
     if config.init_checkpoint:
         from posecli.models.checkpoint import load_checkpoint
 
         loaded, _ = load_checkpoint(config.init_checkpoint)
         model.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
-    else:
+    elif config.arch == "diffpose":
         from posecli.models.backbone import load_imagenet_weights
 
         load_imagenet_weights(model)
     return model
+
+
+def input_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the network input: ImageNet for v1, plain 0..255 RGB for MoveNet's layers."""
+    from posecli.models.preprocess import MEAN_RGB, RAW_MEAN_RGB, RAW_STD_RGB, STD_RGB
+
+    return (RAW_MEAN_RGB, RAW_STD_RGB) if config.arch == "diffpose-movenet" else (MEAN_RGB, STD_RGB)
 
 
 def predict_keypoints(predictor, crops: np.ndarray, matrices: np.ndarray) -> np.ndarray:
@@ -270,7 +307,8 @@ def validate(model, config: TrainConfig, val_source, device: torch.device) -> di
 
     schedule = NoiseSchedule(model.timesteps, "cosine")
     sampler = DDIMSampler(schedule, steps=config.val_steps, seed=0, signal_scale=config.signal_scale)
-    predictor = HeatmapPredictor(model, sampler, device=device)  # works on an eval-mode copy
+    mean, std = input_normalisation(config)
+    predictor = HeatmapPredictor(model, sampler, device=device, mean=mean, std=std)  # an eval-mode copy
     preds, gts, labelled, sizes = [], [], [], []
     batch: list = []
 
@@ -284,7 +322,7 @@ def validate(model, config: TrainConfig, val_source, device: torch.device) -> di
             sizes.append(math.sqrt(max(box[2] - box[0], 0) * max(box[3] - box[1], 0)))
         batch.clear()
 
-    for item in eval_persons(val_source, config.window, tuple(config.input_size)):
+    for item in eval_persons(val_source, config.window, tuple(config.input_size), config.crop_enlarge):
         batch.append(item)
         if len(batch) == 16:
             flush()
@@ -303,10 +341,10 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def inference_config(config: TrainConfig, record: dict) -> dict:
     """What the inference checkpoint records beyond what ``checkpoint_config`` derives from the model."""
-    from posecli.models.preprocess import MEAN_RGB, STD_RGB
-
+    mean, std = input_normalisation(config)
     return {"sigma": config.sigma, "steps": config.val_steps, "signal_scale": config.signal_scale,
-            "schedule": "cosine", "mean": list(MEAN_RGB), "std": list(STD_RGB), "training": record}
+            "schedule": "cosine", "mean": list(mean), "std": list(std), "crop_enlarge": config.crop_enlarge,
+            "training": record}
 
 
 def save_inference(path: Path, model, config: TrainConfig, record: dict) -> None:
@@ -391,7 +429,10 @@ def _train(config: TrainConfig, out: Path) -> Path:
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
 
     dataset = MixedDataset(sources, mix, config.steps * config.batch_size, config.window,
-                           tuple(config.input_size), config.augment, config.seed, config.sigma)
+                           tuple(config.input_size), config.augment, config.seed, config.sigma,
+                           enlarge=config.crop_enlarge)
+    mean, std = input_normalisation(config)
+    movenet = config.arch == "diffpose-movenet"
     remaining = torch.utils.data.Subset(dataset, range(step * config.batch_size, len(dataset)))
     loader = torch.utils.data.DataLoader(
         remaining, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
@@ -407,7 +448,9 @@ def _train(config: TrainConfig, out: Path) -> Path:
     def record(final: bool = False) -> dict:
         return {"datasets": [dict(s.describe(), weight=w) for s, w in zip(sources, mix)],
                 "steps": step, "batch_size": config.batch_size, "samples": step * config.batch_size,
-                "seed": config.seed, "lr": config.lr, "frozen_stages": config.frozen_stages,
+                "seed": config.seed, "lr": config.lr, "arch": config.arch,
+                "frozen_stages": config.frozen_stages if config.arch == "diffpose" else None,
+                "teacher_weight": config.teacher_weight, "crop_enlarge": config.crop_enlarge,
                 "face_teacher_weight": config.face_teacher_weight, "augment": asdict(config.augment),
                 "fg_weight": config.fg_weight, "high_t_fraction": config.high_t_fraction,
                 "minutes": round(elapsed / 60, 2), "device": str(device), "final": final,
@@ -456,14 +499,16 @@ def _train(config: TrainConfig, out: Path) -> Path:
         factor = lr_factor(progress, step, config.warmup_steps, config.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * factor
-        images = crops_to_tensor(batch["crops"].numpy(), device)
+        images = crops_to_tensor(batch["crops"].numpy(), device, mean=mean, std=std)
         heatmaps = batch["heatmaps"].to(device)
         weights = batch["weights"].to(device)
         noise.manual_seed(config.seed * 1_000_003 + step)  # same t and ε after a resume
         with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()):
             loss = weighted_diffusion_loss(model, schedule, images, heatmaps, weights, generator=noise,
                                            signal_scale=config.signal_scale, fg_weight=config.fg_weight,
-                                           high_t_fraction=config.high_t_fraction)
+                                           high_t_fraction=config.high_t_fraction,
+                                           to_key=batch["to_key"].to(device) if movenet else None,
+                                           teacher_weight=config.teacher_weight)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,12 @@
   almost pure noise and x̂0 must come from the image; uniform t spends most updates on small t,
   where copying x_t already gives x0. 0 gives the paper's uniform t.
 With both at 0 this is DiffPose's loss: L2 between x̂0 and x0, masked by joint visibility.
+
+For DiffPose on MoveNet (``models/diffpose_movenet.py``, given ``to_key``), ``teacher_weight`` > 0
+gives every joint without a label the model's own prior as target at that weight: the frozen
+MoveNet's prediction on the same augmented crop (a teacher label made on the fly, so it follows
+every augmentation). LSP-Extended's face joints and COCO's unlabelled joints are learnt from it,
+and keypoint scores keep MoveNet's calibration where no human label says otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from posecli.models.diffusion import NoiseSchedule, heatmap_to_signal
 def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor, heatmaps: torch.Tensor,
                             visibility: torch.Tensor, generator: torch.Generator | None = None,
                             signal_scale: float = 1.0, fg_weight: float = 0.0,
-                            high_t_fraction: float = 0.0) -> torch.Tensor:
+                            high_t_fraction: float = 0.0, to_key: torch.Tensor | None = None,
+                            teacher_weight: float = 0.0) -> torch.Tensor:
     """Masked, optionally foreground-weighted L2 between x̂0 and x0.
 
     Args:
@@ -35,6 +42,8 @@ def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor
         signal_scale: diffusion signal range.
         fg_weight: extra weight of peak pixels (see module docstring).
         high_t_fraction: share of timesteps drawn from the top 10 % of the schedule.
+        to_key: [B, T, 2, 3] frame-crop → key-crop affines, for DiffPose on MoveNet (None: v1).
+        teacher_weight: loss weight of unlabelled joints learnt from the prior (with ``to_key``).
 
     Returns:
         Scalar loss.
@@ -47,8 +56,19 @@ def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor
         top = torch.randint(int(steps * 0.9), steps, (b,), generator=generator)
         t = torch.where(high, top, t)
     t, noise = t.to(heatmaps.device), noise.to(heatmaps.device)
-    x0 = heatmap_to_signal(heatmaps, signal_scale)
-    pred = model(images, schedule.q_sample(x0, t, noise), t)
+    if to_key is None:
+        x0 = heatmap_to_signal(heatmaps, signal_scale)
+        pred = model(images, schedule.q_sample(x0, t, noise), t)
+    else:
+        frames = images.shape[1]
+        feats = model.encode_frames(images.flatten(0, 1)).view(b, frames, -1)
+        cond = model.fuse(feats, to_key)
+        if teacher_weight > 0:
+            unlabelled = visibility <= 0
+            heatmaps = torch.where(unlabelled[..., None, None], cond["prior"].detach().to(heatmaps.dtype), heatmaps)
+            visibility = torch.where(unlabelled, torch.full_like(visibility, teacher_weight), visibility)
+        x0 = heatmap_to_signal(heatmaps, signal_scale)
+        pred = model.denoise(schedule.q_sample(x0, t, noise), cond, t)
     sq = (pred.float() - x0.float()).pow(2)
     if fg_weight > 0:
         pixel_w = 1.0 + fg_weight * heatmaps.float()
