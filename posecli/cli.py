@@ -120,8 +120,20 @@ def run(
     min_track_length: int = typer.Option(1, "--min-track-length", min=1,
                                          help="Drop tracks seen in fewer frames than this."),
     smooth: str = typer.Option("savgol", "--smooth", help="Keypoint smoothing: savgol (offline, 13 frames delay), oneeuro (causal) or none."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: process only the I-th of N parts of the inputs "
+                                                               "(the same split on every machine; for job arrays)."),
+    use_ray: bool = typer.Option(False, "--ray", help="Run on Ray workers, each with the model loaded once "
+                                                       "(pip install 'posecli[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (HOST:PORT, "
+                                                                          "ray://…, auto). Default: a local Ray."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray workers. Default: as many as the "
+                                                                         "cluster's CPUs and GPUs fit."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.01, help="CPU cores per Ray worker."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs per Ray worker "
+                                                                                 "(fractions share a GPU)."),
 ) -> None:
     """Estimate tracked poses for each input and write them to --out."""
+    from posecli.batch import parse_shard
     from posecli.config import PipelineConfig, TrackingConfig
     from posecli.runner import run_inputs
 
@@ -135,7 +147,14 @@ def run(
         smooth=smooth, formats=_split_formats(formats), overlay=overlay,
     )
     try:
-        failures = run_inputs(inputs, out, config, skip_existing=skip_existing)
+        ray = None
+        if use_ray or ray_address is not None:
+            from posecli.distributed import RayOptions
+
+            ray = RayOptions(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
+                             gpus_per_worker=gpus_per_worker)
+        failures = run_inputs(inputs, out, config, skip_existing=skip_existing,
+                              shard=None if shard is None else parse_shard(shard), ray=ray)
     except PoseCliError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import logging
 import platform
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -19,6 +20,9 @@ from rich.table import Table
 
 from posecli.config import PipelineConfig
 from posecli.errors import PoseCliError
+
+if TYPE_CHECKING:  # Ray is imported only by a run on it
+    from posecli.distributed import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return expanded
 
 
-def _output_stems(paths: list[Path]) -> dict[Path, str]:
+def output_stems(paths: list[Path]) -> dict[Path, str]:
     """Output name per input, a different one for each: its stem (``clip``) where no other input has
     it, else the file name (``clip_mp4``), else the file name after as many parent folders as tell
     the inputs apart (``a_clip_mp4`` and ``b_clip_mp4`` for ``a/clip.mp4`` and ``b/clip.mp4``).
@@ -94,10 +98,15 @@ class _FpsColumn(TextColumn):
 
 
 def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, skip_existing: bool = False,
+               shard: tuple[int, int] | None = None, ray: RayOptions | None = None,
                console: Console | None = None) -> int:
     """Process every input, one progress bar each, and print a summary table.
 
     One bad input does not stop the others: its error is printed and counted.
+
+    Args:
+        shard: ``(I, N)``: process only the I-th of N parts of the inputs (``posecli.batch``).
+        ray: run on Ray workers (``posecli.distributed``) instead of in this process.
 
     Returns:
         The number of inputs that failed.
@@ -120,16 +129,28 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
         return failures
     if config.boxes_file is not None and len(paths) > 1:
         raise PoseCliError("--boxes gives the boxes of one video: pass a single input with it")
-    stems = _output_stems(paths)
-    ensure_writable_dir(out_dir)
-    from posecli.pipeline import Pipeline  # torch and the model: only once the inputs are known good
+    stems = output_stems(paths)  # of the whole batch, so that every shard names its outputs alike
+    title = "posecli run"
+    if shard is not None:
+        from posecli.batch import select_shard
 
-    pipeline = Pipeline(config)
-    table = Table(title="posecli run")
+        count = len(paths)
+        paths = select_shard(paths, stems, *shard)
+        title += f", shard {shard[0]}/{shard[1]}: {len(paths)} of {count} inputs"
+        if not paths:
+            console.print(f"{title}: nothing to do", markup=False, highlight=False)
+            return failures
+    ensure_writable_dir(out_dir)
+    table = Table(title=title)
     for column in ("input", "frames", "poses", "tracks", "seconds", "fps", "outputs"):
         # Paths fold onto more lines rather than being cut: the table is where the outputs are listed.
         table.add_column(column, justify="right" if column in ("frames", "poses", "tracks", "seconds", "fps") else "left",
                          overflow="fold")
+    if ray is not None:
+        return failures + _run_on_ray(paths, stems, out_dir, config, ray, skip_existing, table, console)
+    from posecli.pipeline import Pipeline  # torch and the model: only once the inputs are known good
+
+    pipeline = Pipeline(config)
     with _progress(console) as progress:
         for path in paths:
             target = pipeline.output_paths(stems[path], out_dir)
@@ -147,11 +168,58 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
                 table.add_row(str(path), "-", "-", "-", "-", "-", "failed")
                 continue
             progress.remove_task(task)
-            table.add_row(str(path), str(summary.frames), str(summary.poses), str(summary.tracks),
-                          f"{summary.seconds:.1f}", f"{summary.frames / max(summary.seconds, 1e-9):.1f}",
-                          "\n".join(str(p) for p in summary.outputs))
+            table.add_row(*_summary_row(path, summary))
+    _print_summary(console, table)
+    return failures
+
+
+def _print_summary(console: Console, table: Table) -> None:
     if any(cell != "failed" for cell in table.columns[-1].cells):  # else it repeats the errors
         console.print(table)
+
+
+def _summary_row(path: Path, summary) -> tuple[str, ...]:  # noqa: ANN001 - a pipeline.RunSummary
+    return (str(path), str(summary.frames), str(summary.poses), str(summary.tracks),
+            f"{summary.seconds:.1f}", f"{summary.frames / max(summary.seconds, 1e-9):.1f}",
+            "\n".join(str(p) for p in summary.outputs))
+
+
+def _run_on_ray(paths: list[Path], stems: dict[Path, str], out_dir: Path, config: PipelineConfig,
+                options: RayOptions, skip_existing: bool, table: Table, console: Console) -> int:
+    """``run --ray``: one progress bar over all videos, the summary table; returns the failures."""
+    from posecli.distributed import run_on_ray
+    from posecli.sinks import output_paths
+
+    def complete(path: Path) -> bool:
+        return all(p.is_file() for p in output_paths(out_dir, stems[path], config.formats, config.overlay).values())
+
+    jobs = [(p, stems[p]) for p in paths if not (skip_existing and complete(p))]
+    outcomes = {}
+    if jobs:
+        with _progress(console) as progress:
+            task = progress.add_task("videos", total=len(jobs))
+
+            def started(workers: int, address: str) -> None:
+                log.info("ray: %d workers, cluster at %s", workers, address)
+                progress.update(task, description=f"videos ({workers} Ray workers)")
+
+            def done(outcome) -> None:  # noqa: ANN001 - a distributed.VideoOutcome
+                if outcome.error is not None:
+                    _print_error(console, outcome.error)
+                progress.advance(task)
+
+            outcomes = {o.input: o for o in run_on_ray(jobs, out_dir, config, options, on_start=started, on_done=done)}
+    failures = 0
+    for path in paths:
+        outcome = outcomes.get(path)
+        if outcome is None:
+            table.add_row(str(path), "-", "-", "-", "-", "-", "skipped (outputs exist)")
+        elif outcome.summary is None:
+            failures += 1
+            table.add_row(str(path), "-", "-", "-", "-", "-", "failed")
+        else:
+            table.add_row(*_summary_row(path, outcome.summary))
+    _print_summary(console, table)
     return failures
 
 
