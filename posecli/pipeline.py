@@ -35,6 +35,7 @@ leaves the window, and the sinks stream.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -62,6 +63,7 @@ from posecli.window import TemporalWindows, Window
 if TYPE_CHECKING:  # torch is imported when a pipeline is built, not with this module
     import torch
 
+log = logging.getLogger(__name__)
 
 # Key frames held back waiting for a full batch; bounds memory when frames have few people.
 MAX_PENDING_FRAMES = 32
@@ -215,6 +217,13 @@ class Pipeline:
                                      steps=config.steps, seed=config.seed, batch_size=config.batch_size,
                                      dtype=config.dtype, compile=config.compile)
         self._detector: PersonDetector | None = None
+        info = self.model.info
+        log.info("pose model %s (sha256 %s…): window %d, %d DDIM steps, %s, %d person-windows per call",
+                 info.name, info.sha256[:12], info.window, info.steps, str(self.model.dtype).removeprefix("torch."),
+                 self.model.batch_size)
+        log.info("device %s: %d model thread(s), detector on %d, %s", self.device, self.threads.model,
+                 self.threads.detector, f"{self.threads.prefetch} frames decoded ahead in a background thread"
+                 if self.threads.prefetch else "decoding in the same thread")
 
     @property
     def model_info(self) -> ModelInfo:
@@ -235,6 +244,8 @@ class Pipeline:
             path = weights_lib.resolve(self.config.detector, explicit_path=self.config.detector_weights)
             self._detector = factory(path, score_threshold=self.config.score_threshold,
                                      threads=self.threads.detector)
+            log.info("detector %s: %s, every %d frame(s), least score %.2f", self.config.detector, path,
+                     self.detect_every, self.config.score_threshold)
         return self._detector
 
     # -- streaming core ----------------------------------------------------------------------
@@ -478,6 +489,9 @@ class Pipeline:
         times = times if times is not None else StageTimes()
         sinks = make_sinks(Path(out_dir), stem, self.config.formats, self.config.overlay,
                            info, self.model_info, score_threshold=self.config.keypoint_threshold)
+        name = Path(info.path).name
+        log.info("%s: %s, %d×%d, %g fps, %d frames announced", name, info.kind, info.width, info.height,
+                 info.fps, info.num_frames)
         count = poses = 0
         track_ids: set[int] = set()
         try:
@@ -494,7 +508,7 @@ class Pipeline:
                 if progress is not None:
                     progress(count, max(info.num_frames, count))
             if count == 0:
-                raise PoseCliError(f"{Path(info.path).name}: no frame could be decoded")
+                raise PoseCliError(f"{name}: no frame could be decoded")
             t0 = time.perf_counter()
             for sink in sinks:
                 sink.close()
@@ -503,6 +517,8 @@ class Pipeline:
             for sink in sinks:
                 sink.abort()
             raise
+        log.info("%s: %d frames, %d poses in %d tracks, in %.1f s (%s)", name, count, poses, len(track_ids),
+                 time.perf_counter() - start, ", ".join(f"{k} {v:.1f} s" for k, v in times.seconds.items()))
         return RunSummary(
             input=Path(info.path), frames=count, poses=poses, tracks=len(track_ids),
             seconds=time.perf_counter() - start, outputs=tuple(s.path for s in sinks),

@@ -269,3 +269,16 @@ def test_summary_shows_whole_output_paths_on_a_narrow_terminal(env, tmp_path):
     outputs_column = "".join(line.split("│")[-2].strip() for line in lines if line.count("│") == 8)
     for suffix in (".json", ".csv"):
         assert str(out / f"clip{suffix}") in outputs_column
+
+
+def test_verbose_says_what_runs(env, tmp_path):
+    video = blank_video(tmp_path / "blank.mp4")
+    quiet = runner.invoke(app, ["run", str(video), "--out", str(tmp_path / "q")])
+    loud = runner.invoke(app, ["-v", "run", str(video), "--out", str(tmp_path / "v")])
+    assert quiet.exit_code == loud.exit_code == 0, loud.output
+    assert "info:" not in quiet.output
+    info = [line for line in loud.output.splitlines() if line.startswith("info: ")]
+    assert any(line.startswith("info: pose model diffpose.") and "window" in line for line in info)
+    assert any("yolox_nano.onnx" in line for line in info)
+    assert any(line.startswith("info: blank.mp4: video, 160×120") for line in info)
+    assert any(line.startswith("info: blank.mp4: 6 frames") for line in info)
