@@ -13,14 +13,102 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from posecli import __version__
 from posecli.errors import PoseCliError
 
 
-class _ErrorLineGroup(TyperGroup):
-    """Turns a library error from any command into one ``error: …`` line and exit code 1."""
+def _value_name(param) -> str:  # noqa: ANN001 - a click parameter
+    """What the help calls a value of ``param``: its metavar, else a word for its type (``N``, ``PATH``)."""
+    if param.metavar:
+        return param.metavar
+    # click's parameters have a type object; typer's own (0.29 on) keep the Python annotation.
+    kind = (getattr(getattr(param, "type", None), "name", "")
+            or str(getattr(getattr(param, "type_descriptor", None), "annotation", ""))).lower()
+    word = "PATH" if "path" in kind else "X" if "float" in kind else "N" if "int" in kind else "TEXT"
+    return " ".join([word] * param.nargs) if param.nargs > 1 else word
+
+
+def _bounds(param) -> tuple[float | None, float | None]:  # noqa: ANN001 - a click parameter
+    """(least, largest) value allowed, None where unbounded."""
+    holder = param if getattr(param, "min", None) is not None or getattr(param, "max", None) is not None \
+        else getattr(param, "type", None)
+    return getattr(holder, "min", None), getattr(holder, "max", None)
+
+
+def _argument_name(param) -> str:  # noqa: ANN001 - a click argument
+    name = (param.metavar or param.name).upper() + ("..." if param.nargs == -1 else "")
+    return name if param.required else f"[{name}]"
+
+
+def _option_help(param) -> str:  # noqa: ANN001 - a click option
+    """The option's help text with its default or range, as the user would type them."""
+    notes = []
+    default = param.default
+    if param.required:
+        notes.append("required")
+    elif param.is_flag and param.secondary_opts:
+        notes.append(f"default: {param.opts[-1] if default else param.secondary_opts[-1]}")
+    elif param.show_default and not param.is_flag and default not in (None, (), []):
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and param.nargs == 1 else \
+            " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        notes.append(f"default: {shown}")
+    low, high = _bounds(param)
+    if low is not None and high is not None:
+        notes.append(f"{low:g} to {high:g}")
+    elif low is not None:
+        notes.append(f"at least {low:g}")
+    return " ".join([param.help or "", f"[{'; '.join(notes)}]" if notes else ""]).strip()
+
+
+def _write_help(command, ctx, formatter) -> None:  # noqa: ANN001 - click's objects
+    """Plain help: usage with value names (``--out DIR``, ``INPUT...``), not Python types; the
+    description's ``\\b`` paragraphs (examples) as written; then arguments, options, commands."""
+    params = [p for p in command.get_params(ctx) if not getattr(p, "hidden", False)]
+    arguments = [p for p in params if p.param_type_name == "argument"]
+    options = [p for p in params if p.param_type_name == "option"]
+    pieces = ["[OPTIONS]"] + [_argument_name(p) for p in arguments]
+    if isinstance(command, TyperGroup):
+        pieces.append("COMMAND [ARGS]...")
+    formatter.write_usage(ctx.command_path, " ".join(pieces))
+    if command.help:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(command.help)
+    if arguments:
+        with formatter.section("Arguments"):
+            formatter.write_dl([(_argument_name(p), p.help or "") for p in arguments])
+    with formatter.section("Options"):
+        rows = []
+        for p in options:
+            names = ", ".join(sorted(p.opts, key=len))
+            if p.secondary_opts:
+                names += " / " + ", ".join(p.secondary_opts)
+            if not p.is_flag:
+                names += f" {_value_name(p)}"
+            rows.append((names, _option_help(p)))
+        formatter.write_dl(rows)
+    if isinstance(command, TyperGroup):
+        with formatter.section("Commands"):
+            commands = [(name, command.get_command(ctx, name)) for name in command.list_commands(ctx)]
+            # The first sentence whole; write_dl wraps it.
+            formatter.write_dl([(name, cmd.get_short_help_str(200)) for name, cmd in commands if not cmd.hidden])
+
+
+class _Command(TyperCommand):
+    """A command with plain help (:func:`_write_help`)."""
+
+    def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 - click's signature
+        _write_help(self, ctx, formatter)
+
+
+class _Group(TyperGroup):
+    """A command group with plain help that turns a library error from any of its commands into one
+    ``error: …`` line and exit code 1."""
+
+    def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 - click's signature
+        _write_help(self, ctx, formatter)
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
         try:
@@ -30,7 +118,7 @@ class _ErrorLineGroup(TyperGroup):
 
 
 app = typer.Typer(
-    cls=_ErrorLineGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Video → tracked COCO-17 body keypoints with a spatiotemporal diffusion pose model.",
 )
 weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify model weights.")
@@ -74,7 +162,7 @@ def _split_formats(formats: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(f.strip().lower() for item in formats for f in item.split(",") if f.strip()))
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     inputs: list[Path] = typer.Argument(..., help="Video files, image folders, or folders of videos."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder."),
@@ -164,7 +252,7 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_command(
     ann_file: Path = typer.Argument(..., help="COCO keypoint JSON, or a clip's COCO-video .pseudo.json with --video."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder (default: next to ANN_FILE)."),
@@ -198,7 +286,7 @@ def eval_command(
         _fail(str(exc))
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     data: list[str] = typer.Option(..., "--data", help="Training set PATH[:WEIGHT]: a COCO keypoint JSON (images "
                                                        "next to it), a clip's .pseudo.json or a shard folder "
@@ -256,7 +344,7 @@ def train(
     typer.echo(str(checkpoint))
 
 
-@app.command()
+@app.command(cls=_Command)
 def shard(
     data: list[str] = typer.Option(..., "--data", help="Training set PATH[:WEIGHT], as for `posecli train`; repeatable."),
     out: Path = typer.Option(..., "--out", help="Empty folder for shard_NNN.npz files and manifest.json."),
@@ -286,7 +374,7 @@ def shard(
     typer.echo(f"{persons} persons in {len(manifest['files'])} shards ({size:.1f} MiB): {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     clip: Path = typer.Argument(..., help="Video file to time."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Feed the clip this many times as one long stream."),
@@ -331,7 +419,7 @@ def bench(
         _fail(str(exc))
 
 
-@app.command("eval-tracks")
+@app.command("eval-tracks", cls=_Command)
 def eval_tracks(
     videos: Path = typer.Argument(..., help="Folder with <clip>.mp4 and <clip>.pseudo.json (shared/data/videos)."),
     clips: list[str] = typer.Option([], "--clip", help="Clip stems (repeat); default: the five pseudo-labelled clips."),
@@ -367,7 +455,7 @@ def eval_tracks(
         json_out.write_text(json.dumps(report, indent=1))
 
 
-@app.command()
+@app.command(cls=_Command)
 def info() -> None:
     """Print versions, the compute device, and the weights found with their status."""
     from posecli.runner import print_info
@@ -375,7 +463,7 @@ def info() -> None:
     print_info()
 
 
-@weights_app.command("list")
+@weights_app.command("list", cls=_Command)
 def weights_list() -> None:
     """List the known weights files and where each is found."""
     from posecli.runner import print_weights
@@ -383,7 +471,7 @@ def weights_list() -> None:
     print_weights(verify=False)
 
 
-@weights_app.command("verify")
+@weights_app.command("verify", cls=_Command)
 def weights_verify() -> None:
     """Check the sha256 of every weights file found locally."""
     from posecli.runner import print_weights
@@ -392,7 +480,7 @@ def weights_verify() -> None:
         raise typer.Exit(1)
 
 
-@weights_app.command("fetch")
+@weights_app.command("fetch", cls=_Command)
 def weights_fetch(name: str = typer.Argument(..., help="Entry name, as in `posecli weights list`.")) -> None:
     """Download a weights file into the user cache (sha256 checked)."""
     from posecli import weights as weights_lib

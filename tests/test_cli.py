@@ -282,3 +282,13 @@ def test_verbose_says_what_runs(env, tmp_path):
     assert any("yolox_nano.onnx" in line for line in info)
     assert any(line.startswith("info: blank.mp4: video, 160×120") for line in info)
     assert any(line.startswith("info: blank.mp4: 6 frames") for line in info)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["train"], ["shard"], ["bench"], ["eval-tracks"],
+                                     ["info"], ["weights"], ["weights", "fetch"]])
+def test_help_names_values_not_python_types(command):
+    result = runner.invoke(app, [*command, "--help"], prog_name="posecli")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: posecli {' '.join(command)}".rstrip() + " [OPTIONS]")
+    for raw in ("<bool>", "<str>", "<path>", "<int", "<float", "list[", "{", "}"):
+        assert raw not in result.output, (raw, result.output)
