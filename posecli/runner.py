@@ -167,7 +167,10 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
                 failures += 1
                 table.add_row(str(path), "-", "-", "-", "-", "-", "failed")
                 continue
-            progress.remove_task(task)
+            # The last frames come out together (windows, smoothing and batches hold them back):
+            # the bar is left at the frame count, also for a file that ended before its header said.
+            progress.update(task, completed=summary.frames, total=summary.frames)
+            progress.stop_task(task)
             table.add_row(*_summary_row(path, summary))
     _print_summary(console, table)
     return failures
