@@ -35,7 +35,6 @@ leaves the window, and the sinks stream.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -48,7 +47,7 @@ import numpy as np
 
 from posecli import weights as weights_lib
 from posecli.config import PipelineConfig
-from posecli.crop import crop_to_crop, crop_transform, warp_crop
+from posecli.crop import crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
 from posecli.errors import PoseCliError
@@ -251,13 +250,14 @@ class Pipeline:
 
     # -- streaming core ----------------------------------------------------------------------
 
-    def _detected(self, frames: Iterable[Frame], detector: PersonDetector, times: StageTimes, every: int
+    def _detected(self, frames: Iterable[Frame], detector: PersonDetector, times: StageTimes
                   ) -> Iterator[tuple[int, Frame, Detections | None]]:
         """(stream position, frame, detections or None where the detector skips the frame).
 
         Runs in the prefetch thread, if any: decoding happens while this generator waits for
         ``frames``.
         """
+        every = self.detect_every
         t0 = time.perf_counter()
         for position, frame in enumerate(frames):
             t0 = times.add("decode", t0, gpu=False)
@@ -278,7 +278,7 @@ class Pipeline:
             ``matrices``: per person-window the key frame's affine (keypoints are mapped back
             through it); ``owners``: per person-window the index of its window.
         """
-        input_hw, enlarge = self.model.input_hw, self.model.crop_enlarge
+        input_hw = self.model.input_hw
         own = self.config.neighbour_crops == "own"
         plan: list[list[CropKey]] = []
         crops: dict[CropKey, tuple[np.ndarray, np.ndarray]] = {}
@@ -288,7 +288,7 @@ class Pipeline:
             key = window.key
             boxes = key.detections.boxes_xyxy
             for person, box in enumerate(boxes):
-                key_matrix = crop_transform(box, input_hw, enlarge)
+                key_matrix = crop_transform(box, input_hw)
                 keys: list[CropKey] = []
                 for item in window.items:
                     match = -1
@@ -298,7 +298,7 @@ class Pipeline:
                         crop_key: CropKey = (item.position, match)
                         if crop_key not in crops:
                             crops[crop_key] = (item.frame.image,
-                                               crop_transform(item.detections.boxes_xyxy[match], input_hw, enlarge))
+                                               crop_transform(item.detections.boxes_xyxy[match], input_hw))
                     else:
                         crop_key = (item.position, -1 - person, key.position)
                         crops.setdefault(crop_key, (item.frame.image, key_matrix))
@@ -309,7 +309,7 @@ class Pipeline:
         return plan, crops, matrices, owners
 
     def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, torch.Tensor],
-                  times: StageTimes, window: int) -> list[tuple[int, FrameResult]]:
+                  times: StageTimes) -> list[tuple[int, FrameResult]]:
         """Run the pose model on every person of a batch of windows; (position, result) per window.
 
         ``cache`` maps crop keys to backbone features computed for earlier batches; it is updated
@@ -329,15 +329,13 @@ class Pipeline:
             t0 = times.add("backbone", t0)
         if plan:
             stacked = torch.stack([torch.stack([cache[k] for k in keys]) for keys in plan])
-            # Each frame's crop → its window's key crop (own-box crops differ from frame to frame).
-            to_key = np.stack([[crop_to_crop(crops[k][1], m) for k in keys] for keys, m in zip(plan, matrices)])
-            heatmaps = self.model.heatmaps_from_features(stacked, to_key)
+            heatmaps = self.model.heatmaps_from_features(stacked)
             t0 = times.add("denoise", t0)
             xy_hm, scores = dark_decode(heatmaps)
             xy = heatmaps_to_frame(xy_hm, self.model.stride, np.stack(matrices))
             times.add("dark", t0)
         # Later windows have later key frames, so they need frames from here on, own crops only.
-        first_needed = windows[-1].key.position + 1 - window // 2
+        first_needed = windows[-1].key.position + 1 - self.model.window // 2
         for crop_key in [k for k in cache if len(k) == 3 or k[0] < first_needed]:
             del cache[crop_key]
         owners_arr = np.asarray(owners, np.int64)
@@ -356,23 +354,21 @@ class Pipeline:
         return out
 
     def _stream(self, frames: Iterable[Frame], times: StageTimes,
-                tracker: PoseTracker | None, photos: bool = False) -> Iterator[FrameResult]:
+                tracker: PoseTracker | None) -> Iterator[FrameResult]:
         """Poses per frame, in frame order; tracked when ``tracker`` is given.
 
         With ``detect_every > 1`` the propagation needs track ids: without ``tracker`` a private
-        one is used and the results keep ``track_ids`` of -1. ``photos``: every frame on its own
-        (a window of 1 frame, the detector on every frame), for unrelated photos.
+        one is used and the results keep ``track_ids`` of -1.
         """
         import torch
 
-        window, every = (1, 1) if photos else (self.model.window, self.detect_every)
-        propagator = BoxPropagator() if every > 1 else None
+        propagator = BoxPropagator() if self.detect_every > 1 else None
         keep_ids = tracker is not None
         if propagator is not None and tracker is None:
             tracking = self.config.tracking
             tracker = PoseTracker(max_age=tracking.max_age, oks_threshold=tracking.oks_threshold,
                                   iou_threshold=tracking.iou_threshold)
-        windows: TemporalWindows[_Item] = TemporalWindows(window)
+        windows: TemporalWindows[_Item] = TemporalWindows(self.model.window)
         pending: list[Window[_Item]] = []
         persons = 0
         cache: dict[CropKey, torch.Tensor] = {}  # backbone features [C, h, w] of crops still needed
@@ -382,7 +378,7 @@ class Pipeline:
             if not pending:
                 return
             batch, pending, persons = pending, [], 0
-            for position, result in self._estimate(batch, cache, times, window):
+            for position, result in self._estimate(batch, cache, times):
                 if tracker is not None:
                     t0 = time.perf_counter()
                     tracked = tracker.update(result.poses)
@@ -403,7 +399,7 @@ class Pipeline:
 
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads.model)
-        stream = prefetch(self._detected(frames, self.make_detector(), times, every), depth=self.threads.prefetch)
+        stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.threads.prefetch)
         try:
             with contextlib.closing(stream):
                 t0 = time.perf_counter()
@@ -414,7 +410,7 @@ class Pipeline:
                         # Poses are known up to δ+1 frames back once the pending batch is run. If
                         # the latest detector frame is that fresh, its boxes are used (moved by the
                         # tracks' motion) and the batch can keep filling; else the poses are needed.
-                        if propagator.latest_detection < position - 1 - window // 2:
+                        if propagator.latest_detection < position - 1 - self.model.window // 2:
                             yield from flush()
                         t0 = time.perf_counter()
                         detections = propagator.boxes(position, frame.image.shape[:2])
@@ -428,28 +424,14 @@ class Pipeline:
         finally:
             torch.set_num_threads(previous_threads)
 
-    def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None,
-                  photos: bool = False) -> Iterator[FrameResult]:
-        """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order.
-
-        ``photos``: each frame alone (no temporal window; the detector on every frame).
-        """
-        yield from self._stream(frames, times if times is not None else StageTimes(), tracker=None, photos=photos)
+    def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
+        """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order."""
+        yield from self._stream(frames, times if times is not None else StageTimes(), tracker=None)
 
     def poses(self, path: str | Path, times: StageTimes | None = None) -> Iterator[FrameResult]:
-        """Stream the poses of one input (video file or image folder), frame by frame: tracked, or
-        each frame alone where the input is taken as photos (:meth:`source_info`)."""
+        """Stream tracked poses of one input (video file or image folder), frame by frame."""
         with open_source(path) as source:
-            yield from self._results(source, self.source_info(source.info), times)
-
-    def source_info(self, info: SourceInfo) -> SourceInfo:
-        """``info`` with ``photos`` decided: an image input is taken as unrelated photos when
-        ``config.photos`` says so or, left at None, when its images differ in size."""
-        photos = info.kind == "images" and (info.sizes_vary if self.config.photos is None else self.config.photos)
-        return dataclasses.replace(info, photos=photos)
-
-    def _results(self, frames: Iterable[Frame], info: SourceInfo, times: StageTimes | None) -> Iterator[FrameResult]:
-        return self.untracked(frames, times, photos=True) if info.photos else self.tracked(frames, times)
+            yield from self.tracked(source, times)
 
     def tracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Tracked (and, if configured, smoothed) poses of a stream of frames, in frame order."""
@@ -485,7 +467,7 @@ class Pipeline:
         """
         path = Path(path)
         with open_source(path) as source:
-            summary = self.write(source, self.source_info(source.info), out_dir, stem or path.stem, progress)
+            summary = self.write(source, source.info, out_dir, stem or path.stem, progress)
             truncated = source.truncated
         return RunSummary(input=path, frames=summary.frames, poses=summary.poses, tracks=summary.tracks,
                           seconds=summary.seconds, outputs=summary.outputs, truncated=truncated,
@@ -497,8 +479,6 @@ class Pipeline:
         """Estimate tracked poses for a stream of frames and write the outputs named ``stem``.
 
         Args:
-            info: what the outputs say about the input; ``info.photos`` takes each frame alone
-                (no window, tracking or smoothing across frames; ``model.window`` 1 in the outputs).
             times: collects the seconds per stage (a fresh one by default; the summary has them).
             observe: called with every result as it is written (e.g. to score it).
 
@@ -507,19 +487,17 @@ class Pipeline:
         """
         start = time.perf_counter()
         times = times if times is not None else StageTimes()
-        model_info = dataclasses.replace(self.model_info, window=1) if info.photos else self.model_info
         sinks = make_sinks(Path(out_dir), stem, self.config.formats, self.config.overlay,
-                           info, model_info, score_threshold=self.config.keypoint_threshold)
+                           info, self.model_info, score_threshold=self.config.keypoint_threshold)
         name = Path(info.path).name
-        log.info("%s: %s%s, %d×%d%s, %g fps, %d frames announced", name, info.kind,
-                 " taken as unrelated photos" if info.photos else "", info.width, info.height,
-                 " at most (sizes vary)" if info.sizes_vary else "", info.fps, info.num_frames)
+        log.info("%s: %s, %d×%d, %g fps, %d frames announced", name, info.kind, info.width, info.height,
+                 info.fps, info.num_frames)
         count = poses = 0
         track_ids: set[int] = set()
         if progress is not None and info.num_frames:  # the total, before the first result
             progress(0, info.num_frames)
         try:
-            for result in self._results(frames, info, times):
+            for result in self.tracked(frames, times):
                 t0 = time.perf_counter()
                 for sink in sinks:
                     sink.write(result)
