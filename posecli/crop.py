@@ -63,6 +63,17 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, np.float64))
 
 
+def crop_to_crop(from_matrix: np.ndarray, to_matrix: np.ndarray) -> np.ndarray:
+    """2×3 affine taking pixels of one crop to pixels of another crop of the same frame.
+
+    Args:
+        from_matrix, to_matrix: the two crops' frame → crop affines (2×3).
+    """
+    a = np.vstack([np.asarray(to_matrix, np.float64), [0.0, 0.0, 1.0]])
+    b = np.vstack([invert_affine(from_matrix), [0.0, 0.0, 1.0]])
+    return (a @ b)[:2]
+
+
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Map points ``[..., 2]`` with a 2×3 matrix; returns float64 of the same shape."""
     pts = np.asarray(points, np.float64)

@@ -7,7 +7,7 @@ import pytest
 
 from posecli.eval.baselines import (
     BlazePoseFull,
-    MoveNetLightning,
+    MoveNetSinglePose,
     find_baseline_file,
     load_baseline,
 )
@@ -41,10 +41,9 @@ def upright(shared_dir: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     return out
 
 
-@pytest.fixture(scope="module", params=["movenet", "blazepose"])
+@pytest.fixture(scope="module", params=["movenet", "thunder", "lightning", "blazepose"])
 def baseline(request, weights_dir: Path):
-    path = find_baseline_file(request.param, [weights_dir])
-    return MoveNetLightning(path) if request.param == "movenet" else BlazePoseFull(path)
+    return load_baseline(request.param, [weights_dir])
 
 
 def test_baseline_is_a_top_down_model(baseline) -> None:
@@ -114,4 +113,6 @@ def test_find_baseline_file_says_where_to_get_a_missing_file(tmp_path: Path, mon
 
 def test_load_baseline_by_name(weights_dir: Path) -> None:
     assert isinstance(load_baseline("blazepose", [weights_dir]), BlazePoseFull)
-    assert isinstance(load_baseline("movenet", [weights_dir]), MoveNetLightning)
+    for name, side in (("movenet", 192), ("lightning", 192), ("thunder", 256)):
+        model = load_baseline(name, [weights_dir])
+        assert isinstance(model, MoveNetSinglePose) and model.name == name and model.input_side == side

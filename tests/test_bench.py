@@ -115,9 +115,11 @@ def test_report_has_stages_settings_memory_baseline_and_accuracy(short_clip, sha
     assert settings["device"] == "cpu" and settings["window"] == 3 and settings["steps"] == 1
     assert settings["neighbour_crops"] == "own" and settings["detect_every"] == 1 and settings["threads"] == 1
     assert settings["batch_size"] == 16 and settings["dtype"] in ("bfloat16", "float32")
-    assert report["baseline"]["frames"] == 2 * FRAMES and report["baseline"]["person_frames"] == FRAMES
-    assert report["speed_ratio_vs_baseline"] > 0
-    assert report["cpu_ratio_vs_baseline"] > 0
+    assert set(report["baselines"]) == {"movenet", "thunder"}
+    for name, base in report["baselines"].items():
+        assert base["name"].endswith(f"+ {name}")
+        assert base["frames"] == 2 * FRAMES and base["person_frames"] == FRAMES
+        assert base["speed_ratio"] > 0 and base["cpu_ratio"] > 0
     accuracy = report["accuracy"]  # first pass only
     assert accuracy["persons"] == FRAMES and accuracy["matched"] == FRAMES
     json.dumps(report)  # JSON-able

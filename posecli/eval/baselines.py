@@ -1,6 +1,6 @@
 """Third-party single-person pose models, run top-down on person boxes, as evaluation baselines.
 
-Both follow the input/output specifications in ``shared/weights/README.md`` and implement the
+All follow the input/output specifications in ``shared/weights/README.md`` and implement the
 ``evaluate.TopDownPoseModel`` protocol on single frames (of a window only the key frame, index
 ``T // 2``, is used).
 
@@ -25,7 +25,10 @@ from posecli.errors import PoseCliError
 
 # File name, full sha256 and public URL of each baseline's weights (shared/weights/README.md).
 # Baseline name → its weights manifest entry (file, sha256, URL).
-BASELINE_ENTRIES = {"movenet": "movenet.lightning-int8-v1", "blazepose": "blazepose.full-v1"}
+BASELINE_ENTRIES = {"movenet": "movenet.lightning-int8-v1", "thunder": "movenet.thunder-float-v1",
+                    "lightning": "movenet.lightning-float-v1", "blazepose": "blazepose.full-v1"}
+# MoveNet variants: baseline name → input side of the square crop.
+MOVENET_SIDES = {"movenet": 192, "thunder": 256, "lightning": 192}
 # BlazePose-33 landmark index of each COCO-17 keypoint.
 BLAZEPOSE_TO_COCO: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
@@ -72,23 +75,33 @@ def _edge_to_frame(uv_edges: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return apply_affine(np.asarray(uv_edges, np.float64) - 0.5, invert_affine(matrix))
 
 
-class MoveNetLightning:
-    """MoveNet SinglePose Lightning int8 (Google), top-down on a box.
+class MoveNetSinglePose:
+    """Google's MoveNet SinglePose (Lightning int8, Lightning or Thunder float), top-down on a box.
 
-    Crop: square, side 1.15 × the longer box side, same centre, warped to 192×192 uint8 RGB; pixels
-    outside the frame are black (as when the video pseudo-labels were made). Output ``(y, x, score)``
-    normalised to the crop, mapped back with the inverse affine.
+    Crop: square, side 1.15 × the longer box side, same centre, warped to side×side RGB (192 for
+    Lightning, 256 for Thunder) in the input tensor's type (uint8 for int8 Lightning, int32 for the
+    float graphs); pixels outside the frame are black (as when the video pseudo-labels were made).
+    Output ``(y, x, score)`` normalised to the crop, mapped back with the inverse affine. The graph
+    decodes with its own centre prior, so the person in the middle of the crop is the one found.
+
+    Args:
+        path: the ``.tflite`` file.
+        name: report key ("movenet", "lightning", "thunder").
+        input_side: crop side (the graph's input).
     """
 
-    name = "movenet"
     window = 1
-    input_side = 192
     enlarge = 1.15
 
-    def __init__(self, path: str | Path, num_threads: int = 1) -> None:
+    def __init__(self, path: str | Path, num_threads: int = 1, name: str = "movenet", input_side: int = 192) -> None:
         self.path = Path(path)
+        self.name = name
+        self.input_side = input_side
         self._interpreter = _interpreter(self.path, num_threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
+        detail = self._interpreter.get_input_details()[0]
+        self._input, self._input_dtype = detail["index"], detail["dtype"]
+        if tuple(detail["shape"][1:3]) != (input_side, input_side):
+            raise PoseCliError(f"{self.path}: input {tuple(detail['shape'])} is not {input_side}×{input_side}")
         self._output = self._interpreter.get_output_details()[0]["index"]
 
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray,
@@ -108,7 +121,7 @@ class MoveNetLightning:
         scores = np.zeros((len(boxes), 17), np.float32)
         for i, box in enumerate(boxes):
             crop, matrix = _square_crop(image, box, self.input_side, self.enlarge)
-            self._interpreter.set_tensor(self._input, crop[None])
+            self._interpreter.set_tensor(self._input, crop[None].astype(self._input_dtype))
             self._interpreter.invoke()
             out = self._interpreter.get_tensor(self._output).reshape(17, 3)
             # Normalised (y, x): 0 and 1 are the crop's outer edges.
@@ -143,7 +156,7 @@ class BlazePoseFull:
 
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray,
                 boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints of each box in the key frame; same contract as :meth:`MoveNetLightning.predict`."""
+        """Keypoints of each box in the key frame; same contract as :meth:`MoveNetSinglePose.predict`."""
         image = _key_frame(frames)
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
         keypoints = np.zeros((len(boxes), 17, 2), np.float32)
@@ -185,7 +198,8 @@ def find_baseline_file(name: str, search_dirs: Sequence[str | Path] = (), allow_
 
 
 def load_baseline(name: str, search_dirs: Sequence[str | Path] = (), num_threads: int = 1):
-    """``MoveNetLightning`` or ``BlazePoseFull`` by name ("movenet", "blazepose")."""
+    """A baseline by name: "movenet" (Lightning int8), "lightning" / "thunder" (float), "blazepose"."""
     path = find_baseline_file(name, search_dirs)
-    model_class = {"movenet": MoveNetLightning, "blazepose": BlazePoseFull}[name]
-    return model_class(path, num_threads=num_threads)
+    if name in MOVENET_SIDES:
+        return MoveNetSinglePose(path, num_threads=num_threads, name=name, input_side=MOVENET_SIDES[name])
+    return BlazePoseFull(path, num_threads=num_threads)

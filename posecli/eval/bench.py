@@ -212,15 +212,16 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
 
 def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: bool = True,
               baseline_dirs: tuple[Path, ...] = (), pseudo_labels: Path | None = None,
-              tile: int = 1) -> dict:
+              tile: int = 1, baseline_names: tuple[str, ...] = ("movenet", "thunder")) -> dict:
     """Time the full pipeline (and the baseline) on ``path``; returns the JSON-able report.
 
     Args:
         path: a video file.
         config: the pipeline's options.
         repeat: feed the clip this many times as one stream.
-        baseline: also time YOLOX-nano + MoveNet Lightning on the same clip (same repeat).
-        baseline_dirs: where to look for MoveNet's ``.tflite``.
+        baseline: also time the baseline pipelines on the same clip (same repeat): YOLOX-nano +
+            each of ``baseline_names`` (``eval.baselines``: MoveNet Lightning int8, Thunder, …).
+        baseline_dirs: where to look for the baselines' ``.tflite``.
         pseudo_labels: score the poses of the clip's first pass against this ``.pseudo.json``.
         tile: show each frame ``tile`` × ``tile`` times side by side (see :func:`repeated_frames`).
 
@@ -285,11 +286,13 @@ def run_bench(path: Path, config: PipelineConfig, repeat: int = 1, baseline: boo
     if baseline:
         from posecli.eval.baselines import load_baseline
 
-        base = time_baseline(path, pipeline.make_detector(), load_baseline("movenet", baseline_dirs), repeat,
-                             detector_name=report["settings"]["detector"], tile=tile)
-        report["baseline"] = base
-        report["speed_ratio_vs_baseline"] = round(report["fps"] / base["fps"], 3)
-        # CPU seconds per frame, baseline over ours: less sensitive to other processes' load.
-        report["cpu_ratio_vs_baseline"] = round(base["cpu_seconds"] / base["frames"]
-                                                / (report["cpu_seconds"] / report["frames"]), 3)
+        report["baselines"] = {}
+        for name in baseline_names:
+            base = time_baseline(path, pipeline.make_detector(), load_baseline(name, baseline_dirs), repeat,
+                                 detector_name=report["settings"]["detector"], tile=tile)
+            base["speed_ratio"] = round(report["fps"] / base["fps"], 3)  # ours / baseline
+            # CPU seconds per frame, baseline over ours: less sensitive to other processes' load.
+            base["cpu_ratio"] = round(base["cpu_seconds"] / base["frames"]
+                                      / (report["cpu_seconds"] / report["frames"]), 3)
+            report["baselines"][name] = base
     return report

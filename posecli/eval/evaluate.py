@@ -35,6 +35,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
 from posecli.eval.metrics import JOINT_GROUPS, box_size, jitter, oks_metrics, pck
 from posecli.types import NUM_KEYPOINTS, Detections, Frame
@@ -74,7 +75,7 @@ class DiffPoseTopDown:
     """Our DiffPose as a :class:`TopDownPoseModel`: crop → heatmaps → DARK → frame pixels.
 
     The same steps as ``Pipeline._estimate``: every frame of the window is cropped with the key
-    frame's box (``crop.crop_transform``, box ×1.25, aspect-corrected), heatmaps are decoded with
+    frame's box (``crop.crop_transform``, the checkpoint's box enlargement, aspect-corrected), heatmaps are decoded with
     DARK and mapped back through the inverse crop affine.
 
     Args:
@@ -85,11 +86,14 @@ class DiffPoseTopDown:
         stride: input pixels per heatmap pixel (default: input height / heatmap height).
         name: report key.
         batch_size: person windows per ``heatmaps`` call.
+        enlarge: crop region as a multiple of the box (the checkpoint's ``crop_enlarge``).
     """
 
     def __init__(self, heatmaps: Callable[[np.ndarray], np.ndarray], input_hw: tuple[int, int],
-                 window: int, stride: int | None = None, name: str = "diffpose", batch_size: int = 16) -> None:
+                 window: int, stride: int | None = None, name: str = "diffpose", batch_size: int = 16,
+                 enlarge: float = BOX_ENLARGE) -> None:
         self.heatmaps = heatmaps
+        self.enlarge = enlarge
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         self.window = int(window)
         self.stride = stride
@@ -110,7 +114,8 @@ class DiffPoseTopDown:
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
         keypoints, scores = [], []
         for start in range(0, len(boxes), self.batch_size):
-            mats = np.stack([crop_transform(b, self.input_hw) for b in boxes[start:start + self.batch_size]])
+            mats = np.stack([crop_transform(b, self.input_hw, self.enlarge)
+                             for b in boxes[start:start + self.batch_size]])
             crops = np.stack([[warp_crop(f, m, self.input_hw) for f in frames] for m in mats])
             heatmaps = self.heatmaps(crops)
             stride = self.stride or self.input_hw[0] // heatmaps.shape[-2]
@@ -139,7 +144,7 @@ def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: i
     model = load_pose_model(None if weights_path is None else Path(weights_path), device=device,
                             window=window, steps=steps, seed=seed, batch_size=batch_size)
     return DiffPoseTopDown(model.heatmaps, model.input_hw, model.window, stride=model.stride,
-                           batch_size=batch_size)
+                           batch_size=batch_size, enlarge=model.crop_enlarge)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posecli.crop import BOX_ENLARGE, apply_affine, crop_transform, invert_affine, warp_crop
+from posecli.crop import BOX_ENLARGE, apply_affine, crop_to_crop, crop_transform, warp_crop
 from posecli.types import COCO_FLIP_INDEX
 
 UPPER_BODY = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -35,6 +35,9 @@ class AugmentConfig:
         motion_shift: synthetic motion, per-frame translation as a fraction of the crop size.
         motion_scale: synthetic motion, per-frame relative scale change.
         motion_rotate_deg: synthetic motion, per-frame rotation in degrees.
+        still_motion_prob: probability that a still image gets synthetic motion; otherwise its
+            window is the image repeated (one backbone pass instead of T when training models
+            that encode only distinct frames, as DiffPose on MoveNet does).
     """
 
     scale: float = 0.25
@@ -46,6 +49,7 @@ class AugmentConfig:
     motion_shift: float = 0.03
     motion_scale: float = 0.03
     motion_rotate_deg: float = 3.0
+    still_motion_prob: float = 1.0
 
     @staticmethod
     def none() -> "AugmentConfig":
@@ -169,8 +173,8 @@ class Example:
 
     def to_key(self) -> np.ndarray:
         """[T, 2, 3] affine from each frame's crop pixels to the key frame's crop pixels."""
-        key = to3x3(self.matrices[len(self.matrices) // 2])
-        return np.stack([(key @ to3x3(invert_affine(m)))[:2] for m in self.matrices]).astype(np.float32)
+        key = self.matrices[len(self.matrices) // 2]
+        return np.stack([crop_to_crop(m, key) for m in self.matrices]).astype(np.float32)
 
 
 def make_example(frames: list[np.ndarray], box_xyxy: np.ndarray, keypoints: np.ndarray,
@@ -202,7 +206,8 @@ def make_example(frames: list[np.ndarray], box_xyxy: np.ndarray, keypoints: np.n
         keypoints, weights = flip_joints(keypoints, weights)
 
     if len(frames) == 1:
-        mats = motion_matrices(window, rng, cfg, input_hw) @ key
+        moving = cfg.still_motion_prob >= 1.0 or rng.random() < cfg.still_motion_prob
+        mats = (motion_matrices(window, rng, cfg, input_hw) if moving else np.repeat(np.eye(3)[None], window, 0)) @ key
         sources = frames * window
     elif len(frames) == window:
         mats = np.repeat(key[None], window, axis=0)

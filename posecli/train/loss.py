@@ -25,6 +25,18 @@ import torch
 from posecli.models.diffusion import NoiseSchedule, heatmap_to_signal
 
 
+def _encode_distinct(model, images: torch.Tensor) -> torch.Tensor:
+    """Per-frame features [B, T, D] of images [B, T, 3, H, W], encoding each window's key frame and
+    only those other frames that differ from it (a repeated still image costs one pass)."""
+    b, frames = images.shape[:2]
+    key = frames // 2
+    same = (images == images[:, key:key + 1]).flatten(2).all(dim=2)  # [B, T]
+    feats = model.encode_frames(images[:, key])[:, None].repeat(1, frames, 1)
+    if not bool(same.all()):
+        feats[~same] = model.encode_frames(images[~same])
+    return feats
+
+
 def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor, heatmaps: torch.Tensor,
                             visibility: torch.Tensor, generator: torch.Generator | None = None,
                             signal_scale: float = 1.0, fg_weight: float = 0.0,
@@ -60,9 +72,7 @@ def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor
         x0 = heatmap_to_signal(heatmaps, signal_scale)
         pred = model(images, schedule.q_sample(x0, t, noise), t)
     else:
-        frames = images.shape[1]
-        feats = model.encode_frames(images.flatten(0, 1)).view(b, frames, -1)
-        cond = model.fuse(feats, to_key)
+        cond = model.fuse(_encode_distinct(model, images), to_key)
         if teacher_weight > 0:
             unlabelled = visibility <= 0
             heatmaps = torch.where(unlabelled[..., None, None], cond["prior"].detach().to(heatmaps.dtype), heatmaps)
