@@ -505,7 +505,7 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
         ann_file: COCO keypoint JSON, or with ``video`` its ``.pseudo.json``.
         image_dir: image folder for ``ann_file`` (default :func:`default_image_dir`).
         video: a clip; switches to video evaluation against the pseudo-labels in ``ann_file``.
-        baselines: any of "movenet", "blazepose".
+        baselines: names of ``eval.baselines.BASELINE_ENTRIES`` ("movenet", "thunder", …).
         boxes: "gt", "detector" or "both" (image sets; ``detector`` must be given for the latter two).
         device, steps, window, seed: for our model (``None``: the checkpoint's values); ``window``
             is also the T of the video comparison.
