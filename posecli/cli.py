@@ -48,7 +48,7 @@ def _option_help(param) -> str:  # noqa: ANN001 - a click option
     default = param.default
     if param.required:
         notes.append("required")
-    elif param.is_flag and param.secondary_opts:
+    elif param.is_flag and param.secondary_opts and default is not None:
         notes.append(f"default: {param.opts[-1] if default else param.secondary_opts[-1]}")
     elif param.show_default and not param.is_flag and default not in (None, (), []):
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and param.nargs == 1 else \
@@ -121,7 +121,7 @@ app = typer.Typer(
     cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Video → tracked COCO-17 body keypoints with a spatiotemporal diffusion pose model.",
 )
-weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify model weights.")
+weights_app = typer.Typer(cls=_Group, no_args_is_help=True, help="List, download and verify model weights.")
 app.add_typer(weights_app, name="weights")
 
 
@@ -170,6 +170,10 @@ def run(
                                       help="Output formats, comma separated or repeated: "
                                            "json, jsonl, csv, coco, mmaction, npz."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write an mp4 with skeletons drawn."),
+    photos: Optional[bool] = typer.Option(None, "--photos/--sequence",
+                                          help="Image folders: unrelated photos, each taken alone (no temporal "
+                                               "window, tracking or smoothing across them), or the frames of one "
+                                               "shot. Default: photos where the images differ in size, else frames."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
                                          help="Frames per temporal window (odd; 1 = every frame alone). "
@@ -232,7 +236,7 @@ def run(
         detector=detector, detector_weights=detector_weights, boxes_file=boxes,
         score_threshold=score_threshold,
         tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
-        smooth=smooth, formats=_split_formats(formats), overlay=overlay,
+        smooth=smooth, formats=_split_formats(formats), overlay=overlay, photos=photos,
     )
     try:
         ray = None
@@ -261,7 +265,7 @@ def eval_command(
     weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint (default: the shipped one)."),
     no_model: bool = typer.Option(False, "--no-model", help="Evaluate the baselines only."),
     baselines: str = typer.Option("movenet,blazepose", "--baselines",
-                                  help="Baseline models on the same boxes: movenet, blazepose, or none."),
+                                  help="Baseline models on the same boxes: movenet (Lightning int8), lightning, thunder (float), blazepose, or none."),
     baseline_dir: list[Path] = typer.Option([], "--baseline-dir", help="Folder holding the baselines' .tflite files."),
     boxes: str = typer.Option("gt", "--boxes", help="gt, detector or both."),
     detector: str = typer.Option("yolox-nano", "--detector", help="Detector for --boxes detector|both."),
@@ -302,6 +306,17 @@ def train(
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End this session after this many steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's state."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint's weights."),
+    arch: str = typer.Option("diffpose", "--arch", help="diffpose (v1, EfficientNet-Lite0 backbone) or "
+                                                         "diffpose-movenet (v2, MoveNet Thunder's layers)."),
+    trunk: Optional[Path] = typer.Option(None, "--trunk", help="MoveNet TFJS graph model (movenet-thunder.json) "
+                                                               "whose layers start a diffpose-movenet run."),
+    crop_enlarge: float = typer.Option(1.25, "--crop-enlarge", min=1.0, help="Crop region as a multiple of the box."),
+    teacher_weight: float = typer.Option(0.0, "--teacher-weight", min=0.0,
+                                         help="diffpose-movenet: loss weight of unlabelled joints learnt from "
+                                              "the MoveNet prior (0: unused)."),
+    still_motion_prob: float = typer.Option(1.0, "--still-motion-prob", min=0.0, max=1.0,
+                                            help="Share of still images given synthetic motion (the rest "
+                                                 "are repeated frames)."),
     window: int = typer.Option(3, "--window", min=1),
     frozen_stages: int = typer.Option(3, "--frozen-stages", min=0, max=5,
                                       help="Backbone stages kept frozen (cheaper on a CPU)."),
@@ -324,6 +339,7 @@ def train(
     """Train a DiffPose checkpoint (CPU or CUDA; resumable)."""
     # Spinning OpenMP threads made 2-thread training 4× slower on a busy 2-core machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from posecli.train.augment import AugmentConfig
     from posecli.train.loop import DatasetSpec, TrainConfig
     from posecli.train.loop import train as train_model
 
@@ -331,7 +347,9 @@ def train(
     config = TrainConfig(
         datasets=tuple(DatasetSpec.parse(item) for item in data), out_dir=out, val_json=val, steps=steps,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, stop_after=stop_after, resume=resume,
-        init_checkpoint=init, window=window, frozen_stages=frozen_stages, input_size=tuple(input_size),
+        init_checkpoint=init, arch=arch, trunk=trunk, crop_enlarge=crop_enlarge, teacher_weight=teacher_weight,
+        window=window, frozen_stages=frozen_stages, input_size=tuple(input_size),
+        augment=AugmentConfig(still_motion_prob=still_motion_prob),
         face_teacher_weight=face_teacher_weight, fg_weight=fg_weight, high_t_fraction=high_t_fraction,
         device=device, amp=amp, threads=threads,
         num_workers=num_workers, seed=seed, checkpoint_every=checkpoint_every, val_every=val_every,

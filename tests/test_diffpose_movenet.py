@@ -128,3 +128,19 @@ def test_encoding_only_distinct_frames_changes_nothing(thunder) -> None:
         expected = small.encode_frames(images.flatten(0, 1)).view(2, 3, -1)
         got = _encode_distinct(small, images)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_onnxruntime_trunk_agrees_with_pytorch(thunder, person) -> None:
+    from posecli.models.onnx_trunk import OnnxTrunk
+
+    image, box = person
+    crops = np.stack([warp_crop(image, crop_transform(box * s, SIDE, enlarge=1.15), SIDE)[..., ::-1]
+                      for s in (1.0, 0.9)])
+    rgb = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+    runner = OnnxTrunk(thunder.trunk, SIDE, threads=1)
+    with torch.inference_mode():
+        ours = thunder.encode_frames(rgb, runner)
+        reference = thunder.encode_frames(rgb)
+    torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-3)
+    parts = thunder.layout.unpack(ours)
+    assert parts["prior_xy"].shape == (2, 17, 2) and float(parts["prior_score"].max()) > 0.5

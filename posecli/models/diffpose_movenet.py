@@ -172,11 +172,12 @@ class DiffPoseMoveNet(nn.Module):
         self.trunk.eval()  # frozen: no dropout/BN state to update, and folded BN anyway
         return self
 
-    def encode_frames(self, rgb: torch.Tensor) -> torch.Tensor:
+    def encode_frames(self, rgb: torch.Tensor, trunk=None) -> torch.Tensor:  # noqa: ANN001 - MoveNet-like
         """Per-crop features, packed.
 
         Args:
             rgb: [M, 3, H, W] float RGB in 0..255.
+            trunk: runs MoveNet's layers instead of ``self.trunk`` (``onnx_trunk.OnnxTrunk`` on the CPU).
 
         Returns:
             [M, D] (``self.layout``): STRL tokens input, FPN /8 and /4 maps, MoveNet heatmaps
@@ -184,7 +185,7 @@ class DiffPoseMoveNet(nn.Module):
         """
         with torch.no_grad():
             # NHWC: oneDNN's depthwise convolutions are ~1.5× faster on the CPU in this layout.
-            out: MoveNetOutputs = self.trunk(rgb.contiguous(memory_format=torch.channels_last))
+            out: MoveNetOutputs = (trunk or self.trunk)(rgb.contiguous(memory_format=torch.channels_last))
             yx, scores = decode_single_pose(out)
             heat = torch.sigmoid(out.heatmap.float())
             fpn4, fpn8, fpn16, _ = out.features

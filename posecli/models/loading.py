@@ -29,6 +29,7 @@ from posecli.types import ModelInfo
 from .checkpoint import load_checkpoint
 from .diffpose import HEATMAP_STRIDE
 from .diffusion import DDIMSampler, NoiseSchedule
+from .onnx_trunk import onnx_trunk_or_none
 from .predictor import HeatmapPredictor
 
 # The manifest entry `posecli run` uses when no --weights is given.
@@ -105,7 +106,7 @@ class PoseModel:
 
     def __init__(self, path: Path, name: str, sha256: str, device: str, window: int | None,
                  steps: int | None, seed: int, batch_size: int | None, dtype: str = "auto",
-                 compile: bool = False) -> None:
+                 compile: bool = False, threads: int | None = None) -> None:
         model, config = load_checkpoint(path, device="cpu")
         self.config = config
         self.window = window or int(config["window"])
@@ -129,6 +130,9 @@ class PoseModel:
             part.to(memory_format=torch.channels_last)
         if config["arch"] == "diffpose-movenet":
             self.predictor.model.trunk.to(memory_format=torch.channels_last)
+            if device == "cpu" and not compile:
+                self.predictor.trunk_runner = onnx_trunk_or_none(self.predictor.model.trunk, self.input_hw,
+                                                                 threads or torch.get_num_threads())
         if compile:
             _compile_network(self.predictor.model)
         self.info = ModelInfo(name=name, sha256=sha256, window=self.window, steps=steps)
@@ -185,13 +189,15 @@ def _compile_network(network: torch.nn.Module) -> None:
 
 
 def load_pose_model(weights: Path | None, *, device: str, window: int | None, steps: int | None,
-                    seed: int, batch_size: int | None, dtype: str = "auto", compile: bool = False) -> PoseModel:
+                    seed: int, batch_size: int | None, dtype: str = "auto", compile: bool = False,
+                    threads: int | None = None) -> PoseModel:
     """Find (``--weights`` or the default manifest entry), verify and load the pose model.
 
     Args:
         batch_size: person-windows per model call; None sizes it (:func:`auto_batch_size`).
         dtype: see :func:`resolve_dtype`.
         compile: run the network through ``torch.compile`` (see :func:`_compile_network`).
+        threads: CPU threads of the model (onnxruntime's for MoveNet's layers; None: torch's).
 
     Raises:
         PoseCliError: weights missing or with a wrong sha256, or options that do not fit them.
@@ -200,6 +206,6 @@ def load_pose_model(weights: Path | None, *, device: str, window: int | None, st
     sha256 = weights_lib.sha256_file(path)
     name = next((e.name for e in weights_lib.list_entries() if e.sha256 == sha256), path.stem)
     try:
-        return PoseModel(path, name, sha256, device, window, steps, seed, batch_size, dtype, compile)
+        return PoseModel(path, name, sha256, device, window, steps, seed, batch_size, dtype, compile, threads)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise PoseCliError(f"{path}: not a usable posecli checkpoint ({exc})") from exc

@@ -62,6 +62,8 @@ class HeatmapPredictor:
                  mean: tuple[float, ...] = MEAN_RGB, std: tuple[float, ...] = STD_RGB) -> None:
         self.device = torch.device(device)
         self.mean, self.std = tuple(mean), tuple(std)
+        # DiffPose on MoveNet: what runs MoveNet's layers (None: the model's own PyTorch trunk).
+        self.trunk_runner = None
         self.dtype = dtype
         self.batch_size = batch_size
         self.sampler = sampler
@@ -93,8 +95,11 @@ class HeatmapPredictor:
         out = []
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(crops), chunk):
-                out.append(self.model.encode_frames(
-                    crops_to_tensor(crops[i:i + chunk], self.device, mean=self.mean, std=self.std)))
+                x = crops_to_tensor(crops[i:i + chunk], self.device, mean=self.mean, std=self.std)
+                if isinstance(self.model, DiffPoseMoveNet):
+                    out.append(self.model.encode_frames(x, self.trunk_runner))
+                else:
+                    out.append(self.model.encode_frames(x))
         if not out:
             return torch.zeros((0, *self._feature_shape()), device=self.device)
         return torch.cat(out)
