@@ -17,7 +17,7 @@ from posecli.eval.evaluate import (
     render_table,
     run_eval,
 )
-from posecli.eval.metrics import JOINT_GROUPS, jitter, pck, second_differences
+from posecli.eval.metrics import JOINT_GROUPS, jitter, left_right_spread, pck, second_differences
 from posecli.types import COCO_SIGMAS
 
 cv2.setNumThreads(1)
@@ -360,3 +360,21 @@ def test_run_eval_with_a_baseline_writes_the_report(shared_dir: Path, tmp_path: 
     assert movenet["oks"]["AP"] > 0.4
     assert movenet["pck"]["pck@0.2"]["overall"] > 0.7
     assert "movenet" in _render(report)
+
+
+def test_left_right_spread_sees_collapsed_limbs() -> None:
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(0, 100, (40, 17, 2))
+    size = np.full(40, 50.0)
+    # Ankles 10 px apart (0.2 of the box), wrists 25 px apart in x and y (0.707 of the box).
+    kp[:, 16] = kp[:, 15] + [10.0, 0.0]
+    kp[:, 10] = kp[:, 9] + [25.0, 25.0]
+    spread = left_right_spread(kp, size)
+    assert spread["ankles"] == pytest.approx({"p25": 0.2, "p50": 0.2, "p75": 0.2})
+    assert spread["wrists"]["p50"] == pytest.approx(25 * math.sqrt(2) / 50)
+    # Both legs on one chain for half the persons: the lower quartile collapses, the upper does not.
+    kp[:20, 16] = kp[:20, 15]
+    collapsed = left_right_spread(kp, size)["ankles"]
+    assert collapsed["p25"] == pytest.approx(0.0) and collapsed["p75"] == pytest.approx(0.2)
+    # Bigger boxes, same pixels: smaller spread.
+    assert left_right_spread(kp, size * 2)["wrists"]["p50"] == pytest.approx(spread["wrists"]["p50"] / 2)

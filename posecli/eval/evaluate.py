@@ -37,7 +37,7 @@ import numpy as np
 
 from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
-from posecli.eval.metrics import JOINT_GROUPS, box_size, jitter, oks_metrics, pck
+from posecli.eval.metrics import JOINT_GROUPS, box_size, jitter, left_right_spread, oks_metrics, pck
 from posecli.types import NUM_KEYPOINTS, Detections, Frame
 
 REPORT_FORMAT = "posecli-eval/1"
@@ -344,7 +344,8 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     Returns:
         ``{"video", "pseudo_labels", "persons", "frames" (decoded), "confidence", "reference_jitter",
         "models": {name: {"window": T, "temporal": {...} | None, "replicated": {...}}}}``, each mode
-        with ``pck`` (see :func:`posecli.eval.metrics.pck`), ``jitter``, ``triples``, ``ms_per_person``.
+        with ``pck`` (see :func:`posecli.eval.metrics.pck`), ``jitter``, ``triples``, ``left_right``
+        (:func:`posecli.eval.metrics.left_right_spread`), ``ms_per_person``.
         ``reference_jitter`` is the pseudo-labels' own jitter on the same joints.
     """
     pseudo_path, video_path = Path(pseudo_file), Path(video)
@@ -416,6 +417,7 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
             entry[mode] = {
                 "pck": pck(pred, ref_kp[..., :2], ref_valid, ref_size),
                 **track_jitter(pred),
+                "left_right": left_right_spread(pred, ref_size),
                 "ms_per_person": 1000.0 * seconds[(model.name, mode)] / len(pred),
             }
         result["models"][model.name] = entry
@@ -441,7 +443,8 @@ def render_table(report: dict):
         table = Table(title=f"{Path(report['video']).name}: PCK vs pseudo-labels (conf ≥ "
                             f"{report['confidence']}), jitter (pseudo-labels: "
                             f"{_fmt(report['reference_jitter']['jitter'], 4)})")
-        for column in ["model", "T", "frames", "PCK@0.1", "PCK@0.2", *groups, "jitter", "jitter med", "ms/person"]:
+        for column in ["model", "T", "frames", "PCK@0.1", "PCK@0.2", *groups, "jitter", "jitter med",
+                       "L-R ankles", "L-R wrists", "ms/person"]:
             table.add_column(column, justify="left" if column in ("model", "frames") else "right")
         for entry in report["models"].values():
             for mode in ("temporal", "replicated"):
@@ -451,7 +454,8 @@ def render_table(report: dict):
                 p1, p2 = res["pck"]["pck@0.1"], res["pck"]["pck@0.2"]
                 table.add_row(entry["name"], str(entry["window"]), mode, _fmt(p1["overall"]), _fmt(p2["overall"]),
                               *(_fmt(p2.get(g)) for g in groups), _fmt(res["jitter"], 4),
-                              _fmt(res["jitter_median"], 4), _fmt(res["ms_per_person"], 1))
+                              _fmt(res["jitter_median"], 4), _fmt(res["left_right"]["ankles"]["p50"]),
+                              _fmt(res["left_right"]["wrists"]["p50"]), _fmt(res["ms_per_person"], 1))
         return table
 
     dataset = report["dataset"]

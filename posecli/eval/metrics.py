@@ -111,6 +111,34 @@ def oks_metrics(coco_gt, results: list[dict], image_ids: Sequence[int] | None = 
             for name, value in zip(OKS_STAT_NAMES, evaluator.stats)}
 
 
+# Left/right keypoint pairs whose spread shows limb collapse (both legs or arms on one chain).
+LEFT_RIGHT_PAIRS: dict[str, tuple[int, int]] = {"ankles": (15, 16), "wrists": (9, 10)}
+
+
+def left_right_spread(keypoints_xy: np.ndarray, size: np.ndarray) -> dict[str, dict[str, float]]:
+    """Quartiles of the left–right distance of ankles and wrists over box size.
+
+    A model whose legs (or arms) collapse into one chain puts both ankles (wrists) on the same
+    point: its quartiles drop towards 0 while a model that tells the limbs apart keeps them at the
+    people's real stance.
+
+    Args:
+        keypoints_xy: [N, 17, 2] predictions.
+        size: [N] box sizes (sqrt(w·h)).
+
+    Returns:
+        ``{"ankles": {"p25", "p50", "p75"}, "wrists": {...}}``.
+    """
+    xy = np.asarray(keypoints_xy, np.float64)
+    sizes = np.maximum(np.asarray(size, np.float64), 1e-9)
+    out = {}
+    for name, (left, right) in LEFT_RIGHT_PAIRS.items():
+        spread = np.linalg.norm(xy[:, left] - xy[:, right], axis=1) / sizes
+        p25, p50, p75 = (np.percentile(spread, q) for q in (25, 50, 75)) if len(spread) else (np.nan,) * 3
+        out[name] = {"p25": float(p25), "p50": float(p50), "p75": float(p75)}
+    return out
+
+
 def second_differences(keypoints_xy: np.ndarray, frame_index: np.ndarray, size: np.ndarray,
                        valid: np.ndarray | None = None) -> np.ndarray:
     """Normalised second differences of one track: the values jitter averages.
