@@ -315,6 +315,11 @@ class PoseSmoother:
         self._history: deque[dict[int, tuple[np.ndarray, np.ndarray]]] = deque()
 
     @property
+    def savgol_args(self) -> dict:
+        """The Savitzky–Golay settings (:func:`savgol_smooth` keyword arguments)."""
+        return dict(self._savgol_args)
+
+    @property
     def delay_frames(self) -> int:
         """How many frames :meth:`push` holds back before answering."""
         return self._future

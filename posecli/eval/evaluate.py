@@ -345,7 +345,8 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
         ``{"video", "pseudo_labels", "persons", "frames" (decoded), "confidence", "reference_jitter",
         "models": {name: {"window": T, "temporal": {...} | None, "replicated": {...}}}}``, each mode
         with ``pck`` (see :func:`posecli.eval.metrics.pck`), ``jitter``, ``triples``, ``left_right``
-        (:func:`posecli.eval.metrics.left_right_spread`), ``ms_per_person``.
+        (:func:`posecli.eval.metrics.left_right_spread`), ``smoothed_jitter`` (the jitter after the
+        default smoother of ``posecli run``, per track), ``ms_per_person``.
         ``reference_jitter`` is the pseudo-labels' own jitter on the same joints.
     """
     pseudo_path, video_path = Path(pseudo_file), Path(video)
@@ -405,6 +406,21 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
         return jitter([(xy[idx], frames_idx[idx], ref_size[idx], ref_valid[idx])
                        for idx in (np.array(v) for v in track_rows.values())])
 
+    def smoothed(xy: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Each track's keypoints through the default smoother of ``posecli run`` (Savitzky–Golay)."""
+        from posecli.smooth import PoseSmoother, savgol_smooth
+
+        defaults = PoseSmoother("savgol").savgol_args
+        out = xy.astype(np.float64).copy()
+        for idx in (np.array(v) for v in track_rows.values()):
+            f = frames_idx[idx] - frames_idx[idx].min()
+            dense = np.full((f.max() + 1, *xy.shape[1:]), np.nan)
+            conf = np.zeros((f.max() + 1, xy.shape[1]))
+            dense[f], conf[f] = xy[idx], scores[idx]
+            s = savgol_smooth(dense, conf, **defaults)[f]
+            out[idx] = np.where(np.isfinite(s), s, xy[idx])
+        return out
+
     result: dict = {
         "video": str(video_path), "pseudo_labels": str(pseudo_path), "persons": len(reference),
         "frames": decoded, "confidence": confidence, "include_static": include_static,
@@ -418,6 +434,7 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
                 "pck": pck(pred, ref_kp[..., :2], ref_valid, ref_size),
                 **track_jitter(pred),
                 "left_right": left_right_spread(pred, ref_size),
+                "smoothed_jitter": track_jitter(smoothed(pred, np.stack([r[1] for r in rows[(model.name, mode)]]))),
                 "ms_per_person": 1000.0 * seconds[(model.name, mode)] / len(pred),
             }
         result["models"][model.name] = entry
