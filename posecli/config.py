@@ -74,6 +74,9 @@ class PipelineConfig:
     smooth: str = "savgol"  # measured best: jitter −92 %, PCK kept (see eval-tracks)
     formats: tuple[str, ...] = ("json",)
     overlay: bool = False
+    # Image inputs: True takes the images as unrelated photos (each alone: no window, tracking or
+    # smoothing across them), False as frames of one shot; None: photos when their sizes vary.
+    photos: bool | None = None
 
     def __post_init__(self) -> None:
         """Refuse bad options at once, with the command-line option's name (cheap: no imports)."""

@@ -35,6 +35,7 @@ leaves the window, and the sinks stream.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -250,14 +251,13 @@ class Pipeline:
 
     # -- streaming core ----------------------------------------------------------------------
 
-    def _detected(self, frames: Iterable[Frame], detector: PersonDetector, times: StageTimes
+    def _detected(self, frames: Iterable[Frame], detector: PersonDetector, times: StageTimes, every: int
                   ) -> Iterator[tuple[int, Frame, Detections | None]]:
         """(stream position, frame, detections or None where the detector skips the frame).
 
         Runs in the prefetch thread, if any: decoding happens while this generator waits for
         ``frames``.
         """
-        every = self.detect_every
         t0 = time.perf_counter()
         for position, frame in enumerate(frames):
             t0 = times.add("decode", t0, gpu=False)
@@ -309,7 +309,7 @@ class Pipeline:
         return plan, crops, matrices, owners
 
     def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, torch.Tensor],
-                  times: StageTimes) -> list[tuple[int, FrameResult]]:
+                  times: StageTimes, window: int) -> list[tuple[int, FrameResult]]:
         """Run the pose model on every person of a batch of windows; (position, result) per window.
 
         ``cache`` maps crop keys to backbone features computed for earlier batches; it is updated
@@ -335,7 +335,7 @@ class Pipeline:
             xy = heatmaps_to_frame(xy_hm, self.model.stride, np.stack(matrices))
             times.add("dark", t0)
         # Later windows have later key frames, so they need frames from here on, own crops only.
-        first_needed = windows[-1].key.position + 1 - self.model.window // 2
+        first_needed = windows[-1].key.position + 1 - window // 2
         for crop_key in [k for k in cache if len(k) == 3 or k[0] < first_needed]:
             del cache[crop_key]
         owners_arr = np.asarray(owners, np.int64)
@@ -354,21 +354,23 @@ class Pipeline:
         return out
 
     def _stream(self, frames: Iterable[Frame], times: StageTimes,
-                tracker: PoseTracker | None) -> Iterator[FrameResult]:
+                tracker: PoseTracker | None, photos: bool = False) -> Iterator[FrameResult]:
         """Poses per frame, in frame order; tracked when ``tracker`` is given.
 
         With ``detect_every > 1`` the propagation needs track ids: without ``tracker`` a private
-        one is used and the results keep ``track_ids`` of -1.
+        one is used and the results keep ``track_ids`` of -1. ``photos``: every frame on its own
+        (a window of 1 frame, the detector on every frame), for unrelated photos.
         """
         import torch
 
-        propagator = BoxPropagator() if self.detect_every > 1 else None
+        window, every = (1, 1) if photos else (self.model.window, self.detect_every)
+        propagator = BoxPropagator() if every > 1 else None
         keep_ids = tracker is not None
         if propagator is not None and tracker is None:
             tracking = self.config.tracking
             tracker = PoseTracker(max_age=tracking.max_age, oks_threshold=tracking.oks_threshold,
                                   iou_threshold=tracking.iou_threshold)
-        windows: TemporalWindows[_Item] = TemporalWindows(self.model.window)
+        windows: TemporalWindows[_Item] = TemporalWindows(window)
         pending: list[Window[_Item]] = []
         persons = 0
         cache: dict[CropKey, torch.Tensor] = {}  # backbone features [C, h, w] of crops still needed
@@ -378,7 +380,7 @@ class Pipeline:
             if not pending:
                 return
             batch, pending, persons = pending, [], 0
-            for position, result in self._estimate(batch, cache, times):
+            for position, result in self._estimate(batch, cache, times, window):
                 if tracker is not None:
                     t0 = time.perf_counter()
                     tracked = tracker.update(result.poses)
@@ -399,7 +401,7 @@ class Pipeline:
 
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads.model)
-        stream = prefetch(self._detected(frames, self.make_detector(), times), depth=self.threads.prefetch)
+        stream = prefetch(self._detected(frames, self.make_detector(), times, every), depth=self.threads.prefetch)
         try:
             with contextlib.closing(stream):
                 t0 = time.perf_counter()
@@ -410,7 +412,7 @@ class Pipeline:
                         # Poses are known up to δ+1 frames back once the pending batch is run. If
                         # the latest detector frame is that fresh, its boxes are used (moved by the
                         # tracks' motion) and the batch can keep filling; else the poses are needed.
-                        if propagator.latest_detection < position - 1 - self.model.window // 2:
+                        if propagator.latest_detection < position - 1 - window // 2:
                             yield from flush()
                         t0 = time.perf_counter()
                         detections = propagator.boxes(position, frame.image.shape[:2])
@@ -424,14 +426,28 @@ class Pipeline:
         finally:
             torch.set_num_threads(previous_threads)
 
-    def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
-        """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order."""
-        yield from self._stream(frames, times if times is not None else StageTimes(), tracker=None)
+    def untracked(self, frames: Iterable[Frame], times: StageTimes | None = None,
+                  photos: bool = False) -> Iterator[FrameResult]:
+        """Poses per frame before tracking and smoothing (``track_ids`` all -1), in frame order.
+
+        ``photos``: each frame alone (no temporal window; the detector on every frame).
+        """
+        yield from self._stream(frames, times if times is not None else StageTimes(), tracker=None, photos=photos)
 
     def poses(self, path: str | Path, times: StageTimes | None = None) -> Iterator[FrameResult]:
-        """Stream tracked poses of one input (video file or image folder), frame by frame."""
+        """Stream the poses of one input (video file or image folder), frame by frame: tracked, or
+        each frame alone where the input is taken as photos (:meth:`source_info`)."""
         with open_source(path) as source:
-            yield from self.tracked(source, times)
+            yield from self._results(source, self.source_info(source.info), times)
+
+    def source_info(self, info: SourceInfo) -> SourceInfo:
+        """``info`` with ``photos`` decided: an image input is taken as unrelated photos when
+        ``config.photos`` says so or, left at None, when its images differ in size."""
+        photos = info.kind == "images" and (info.sizes_vary if self.config.photos is None else self.config.photos)
+        return dataclasses.replace(info, photos=photos)
+
+    def _results(self, frames: Iterable[Frame], info: SourceInfo, times: StageTimes | None) -> Iterator[FrameResult]:
+        return self.untracked(frames, times, photos=True) if info.photos else self.tracked(frames, times)
 
     def tracked(self, frames: Iterable[Frame], times: StageTimes | None = None) -> Iterator[FrameResult]:
         """Tracked (and, if configured, smoothed) poses of a stream of frames, in frame order."""
@@ -467,7 +483,7 @@ class Pipeline:
         """
         path = Path(path)
         with open_source(path) as source:
-            summary = self.write(source, source.info, out_dir, stem or path.stem, progress)
+            summary = self.write(source, self.source_info(source.info), out_dir, stem or path.stem, progress)
             truncated = source.truncated
         return RunSummary(input=path, frames=summary.frames, poses=summary.poses, tracks=summary.tracks,
                           seconds=summary.seconds, outputs=summary.outputs, truncated=truncated,
@@ -479,6 +495,8 @@ class Pipeline:
         """Estimate tracked poses for a stream of frames and write the outputs named ``stem``.
 
         Args:
+            info: what the outputs say about the input; ``info.photos`` takes each frame alone
+                (no window, tracking or smoothing across frames; ``model.window`` 1 in the outputs).
             times: collects the seconds per stage (a fresh one by default; the summary has them).
             observe: called with every result as it is written (e.g. to score it).
 
@@ -487,24 +505,26 @@ class Pipeline:
         """
         start = time.perf_counter()
         times = times if times is not None else StageTimes()
+        model_info = dataclasses.replace(self.model_info, window=1) if info.photos else self.model_info
         sinks = make_sinks(Path(out_dir), stem, self.config.formats, self.config.overlay,
-                           info, self.model_info, score_threshold=self.config.keypoint_threshold)
+                           info, model_info, score_threshold=self.config.keypoint_threshold)
         name = Path(info.path).name
-        log.info("%s: %s, %d×%d, %g fps, %d frames announced", name, info.kind, info.width, info.height,
-                 info.fps, info.num_frames)
+        log.info("%s: %s%s, %d×%d%s, %g fps, %d frames announced", name, info.kind,
+                 " taken as unrelated photos" if info.photos else "", info.width, info.height,
+                 " at most (sizes vary)" if info.sizes_vary else "", info.fps, info.num_frames)
         count = poses = 0
         track_ids: set[int] = set()
         if progress is not None and info.num_frames:  # the total, before the first result
             progress(0, info.num_frames)
         try:
-            for result in self.tracked(frames, times):
+            for result in self._results(frames, info, times):
                 t0 = time.perf_counter()
                 for sink in sinks:
                     sink.write(result)
                 times.add("write", t0)
                 count += 1
                 poses += len(result.poses)
-                track_ids.update(int(t) for t in result.poses.track_ids)
+                track_ids.update(int(t) for t in result.poses.track_ids if t >= 0)
                 if observe is not None:
                     observe(result)
                 if progress is not None:

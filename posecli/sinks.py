@@ -74,9 +74,12 @@ def _num(value: float, digits: int) -> float | None:
 
 
 def _source_dict(source: SourceInfo, num_frames: int | None = None) -> dict[str, Any]:
-    return {"path": source.path, "kind": source.kind, "width": int(source.width),
-            "height": int(source.height), "fps": _num(source.fps, 6),
-            "num_frames": int(source.num_frames if num_frames is None else num_frames)}
+    entry = {"path": source.path, "kind": source.kind, "width": int(source.width),
+             "height": int(source.height), "fps": _num(source.fps, 6)}
+    if source.photos:
+        entry["photos"] = True
+    entry["num_frames"] = int(source.num_frames if num_frames is None else num_frames)
+    return entry
 
 
 def _model_dict(model: ModelInfo) -> dict[str, Any]:
@@ -84,12 +87,15 @@ def _model_dict(model: ModelInfo) -> dict[str, Any]:
             "steps": int(model.steps)}
 
 
-def frame_to_dict(result: FrameResult) -> dict[str, Any]:
-    """One ``frames[]`` entry of posecli/1."""
+def frame_to_dict(result: FrameResult, with_size: bool = False) -> dict[str, Any]:
+    """One ``frames[]`` entry of posecli/1; ``with_size`` adds the frame's ``width`` and ``height``
+    (for inputs whose images differ in size)."""
     frame, poses = result.frame, result.poses
     entry: dict[str, Any] = {"frame": int(frame.index), "time_s": _num(frame.time_s, 6)}
     if frame.file is not None:
         entry["file"] = frame.file
+    if with_size:
+        entry["width"], entry["height"] = int(frame.image.shape[1]), int(frame.image.shape[0])
     pose_scores = poses.scores
     entry["poses"] = [
         {"track_id": int(poses.track_ids[n]),
@@ -255,7 +261,7 @@ class JsonSink(_CountPatchMixin, Sink):
 
     def _write(self, result: FrameResult) -> None:
         self._file.write((",\n" if self.frames_written else "\n").encode())
-        self._file.write(_dumps(frame_to_dict(result)).encode())
+        self._file.write(_dumps(frame_to_dict(result, self.source.sizes_vary)).encode())
 
     def _finish(self) -> None:
         self._file.write(b"\n]}\n")
@@ -274,7 +280,7 @@ class JsonlSink(_CountPatchMixin, Sink):
         self._file.write(b" " * _COUNT_WIDTH + b"}," + _dumps(rest)[1:].encode() + b"\n")
 
     def _write(self, result: FrameResult) -> None:
-        self._file.write(_dumps(frame_to_dict(result)).encode() + b"\n")
+        self._file.write(_dumps(frame_to_dict(result, self.source.sizes_vary)).encode() + b"\n")
 
     def _finish(self) -> None:
         self._patch_count()
@@ -488,8 +494,10 @@ class OverlaySink(Sink):
     The frame rate is the source's nominal one (30 when unknown), so variable-frame-rate input
     plays at a constant rate. The video is H.264 (yuv420p, faststart), which browsers, Jupyter
     and VS Code play; without an H.264 encoder it is MPEG-4 Part 2 (``mp4v``), with a warning
-    (:mod:`posecli.encode`). ``codec`` tells which. Frames of another size than the first are
-    resized to it.
+    (:mod:`posecli.encode`). ``codec`` tells which. The video is the source's size (for images
+    of different sizes the largest width and height): a smaller frame is centred on black at its
+    own scale (letterboxed, never stretched), a larger one shrunk to fit first. Photos play at
+    one per second.
     """
 
     def __init__(self, path: str | os.PathLike, source_info: SourceInfo, model_info: ModelInfo,
@@ -504,6 +512,8 @@ class OverlaySink(Sink):
         self._file.close()
         self._file = None
         fps = self.source.fps if math.isfinite(self.source.fps) and self.source.fps > 0 else 30.0
+        if self.source.photos:
+            fps = 1.0
         self._size = (int(self.source.width), int(self.source.height))
         self._writer = VideoEncoder(self._tmp, fps, self._size, prefer_h264=self.prefer_h264)
         self.codec = self._writer.codec
@@ -511,7 +521,7 @@ class OverlaySink(Sink):
     def _write(self, result: FrameResult) -> None:
         image = draw_poses(result.frame.image, result.poses, self.score_threshold)
         if (image.shape[1], image.shape[0]) != self._size:
-            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+            image = letterbox(image, self._size)
         self._writer.write(image)
 
     def _finish(self) -> None:
@@ -524,6 +534,19 @@ class OverlaySink(Sink):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def letterbox(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """``image`` (H×W×3) centred on a black ``size_wh`` canvas, shrunk (aspect kept) only if it does not fit."""
+    width, height = size_wh
+    scale = min(1.0, width / image.shape[1], height / image.shape[0])
+    if scale < 1.0:
+        fitted = (max(round(image.shape[1] * scale), 1), max(round(image.shape[0] * scale), 1))
+        image = cv2.resize(image, fitted, interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+    canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+    return canvas
 
 
 _SINKS: dict[str, type[Sink]] = {
@@ -673,6 +696,7 @@ def validate_posecli(doc: Any) -> None:
     for key in ("width", "height"):
         _require(_is_int(source.get(key)) and source[key] > 0, f"source.{key}", "must be a positive integer")
     _require(_is_num_or_null(source.get("fps")), "source.fps", "must be a number or null")
+    _require(isinstance(source.get("photos", False), bool), "source.photos", "must be true or false")
     _require(_is_int(source.get("num_frames")) and source["num_frames"] >= 0, "source.num_frames",
              "must be a non-negative integer")
     model = _field(doc, "model", dict, "")
@@ -699,6 +723,9 @@ def validate_posecli(doc: Any) -> None:
         _require(_is_num_or_null(frame.get("time_s")), f"{where}.time_s", "must be a number")
         if "file" in frame:
             _field(frame, "file", str, where)
+        for key in ("width", "height"):
+            if key in frame:
+                _require(_is_int(frame[key]) and frame[key] > 0, f"{where}.{key}", "must be a positive integer")
         for j, pose in enumerate(_field(frame, "poses", list, where)):
             at = f"{where}.poses[{j}]"
             _require(isinstance(pose, dict), at, "must be an object")

@@ -55,10 +55,17 @@ class SourceInfo:
     height: int
     fps: float
     num_frames: int  # as reported by the container; the frames actually read may be fewer
+    # Images of different sizes: width × height is then the largest width and the largest height,
+    # and each frame has its own size.
+    sizes_vary: bool = False
+    # Unrelated photos (kind "images"): each frame is taken on its own, with no temporal window,
+    # tracking or smoothing across frames.
+    photos: bool = False
 
     def __post_init__(self) -> None:
         _check(self.kind in ("video", "images"), f"kind must be 'video' or 'images', not {self.kind!r}")
         _check(self.width > 0 and self.height > 0, "frame size must be positive")
+        _check(not self.photos or self.kind == "images", "only image inputs can be photos")
 
 
 @dataclass(frozen=True)

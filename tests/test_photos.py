@@ -1,0 +1,126 @@
+"""Folders of unrelated photos vs image sequences, and images of different sizes."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from posecli.cli import app
+from posecli.config import PipelineConfig
+from posecli.sinks import letterbox, read_posecli_json
+from posecli.video import image_size, open_source
+
+# Three COCO photos of three different sizes (640×425, 500×333, 640×429).
+PHOTOS = ("coco_000000000785.jpg", "coco_000000040083.jpg", "coco_000000196141.jpg")
+
+
+@pytest.fixture
+def env(shared_dir, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    shutil.copy(shared_dir / "weights" / "yolox_nano.onnx", home / "weights")
+    monkeypatch.setenv("POSECLI_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return home
+
+
+def photo_folder(shared_dir: Path, folder: Path, names=PHOTOS) -> Path:
+    folder.mkdir()
+    for i, name in enumerate(names):
+        shutil.copy(shared_dir / "data" / "fixtures" / "images" / name, folder / f"{i:02d}_{name}")
+    return folder
+
+
+def test_sizes_come_from_headers_upright(tmp_path):
+    image = np.zeros((30, 50, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "plain.jpg"), image)
+    turned = Image.fromarray(image)
+    exif = turned.getexif()
+    exif[0x0112] = 6  # stored landscape, shown rotated by 90°
+    turned.save(tmp_path / "turned.jpg", exif=exif)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    assert image_size(tmp_path / "plain.jpg") == (50, 30)
+    decoded = cv2.imread(str(tmp_path / "turned.jpg"))
+    assert image_size(tmp_path / "turned.jpg") == (decoded.shape[1], decoded.shape[0]) == (30, 50)
+    assert image_size(tmp_path / "broken.jpg") is None
+
+
+def test_mixed_sizes_are_noticed_and_the_largest_is_the_source_size(tmp_path):
+    for name, (h, w) in {"a.png": (40, 60), "b.png": (70, 30), "c.png": (40, 60)}.items():
+        cv2.imwrite(str(tmp_path / name), np.full((h, w, 3), 9, np.uint8))
+    info = open_source(tmp_path).info
+    assert (info.width, info.height, info.sizes_vary) == (60, 70, True)
+    (tmp_path / "b.png").unlink()
+    info = open_source(tmp_path).info
+    assert (info.width, info.height, info.sizes_vary) == (60, 40, False)
+
+
+def test_letterbox_keeps_the_scale_and_centres():
+    image = np.full((3, 4, 3), 200, np.uint8)
+    canvas = letterbox(image, (8, 5))
+    assert canvas.shape == (5, 8, 3)
+    assert (canvas[1:4, 2:6] == 200).all() and canvas.sum() == image.sum()
+    big = letterbox(np.full((10, 40, 3), 50, np.uint8), (20, 20))  # shrunk to 20×5, centred
+    assert big.shape == (20, 20, 3) and (big[7:13, :] > 0).any() and not big[:7].any() and not big[13:].any()
+
+
+def test_photos_are_each_taken_alone(env, shared_dir, tmp_path):
+    """Every photo's poses equal those of a run on that photo alone: nothing crosses photos."""
+    from posecli import Pipeline
+
+    folder = photo_folder(shared_dir, tmp_path / "photos", PHOTOS[:2] + PHOTOS[:1])
+    pipeline = Pipeline(PipelineConfig(dtype="float32", photos=True))
+    together = list(pipeline.poses(folder))
+    assert [len(r.poses) for r in together] and all(len(r.poses) for r in together)
+    for result, file in zip(together, sorted(folder.iterdir())):
+        (alone,) = pipeline.poses(file)
+        assert (result.poses.track_ids == -1).all()
+        np.testing.assert_allclose(result.poses.keypoints_xy, alone.poses.keypoints_xy, atol=1e-3)
+    # The same photo twice (frames 0 and 2) gives the same poses, as a sequence would not promise.
+    np.testing.assert_allclose(together[0].poses.keypoints_xy, together[2].poses.keypoints_xy, atol=1e-3)
+
+
+def test_a_folder_of_different_sizes_is_photos_with_per_frame_sizes(env, shared_dir, tmp_path):
+    folder = photo_folder(shared_dir, tmp_path / "photos")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(folder), "--out", str(out), "--overlay", "--format", "json,jsonl"])
+    assert result.exit_code == 0, result.output
+    doc = read_posecli_json(out / "photos.json")
+    sizes = [cv2.imread(str(f)).shape[1::-1] for f in sorted(folder.iterdir())]
+    assert [(f["width"], f["height"]) for f in doc["frames"]] == [tuple(s) for s in sizes]
+    assert (doc["source"]["width"], doc["source"]["height"]) == (max(w for w, _ in sizes), max(h for _, h in sizes))
+    assert doc["source"]["photos"] is True and doc["model"]["window"] == 1
+    assert all(p["track_id"] == -1 for f in doc["frames"] for p in f["poses"])
+    import av
+
+    with av.open(str(out / "photos.overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        # H.264 (4:2:0) has even sides: an odd one loses its last row or column.
+        width, height = doc["source"]["width"], doc["source"]["height"]
+        assert (stream.width, stream.height) == (width - width % 2, height - height % 2)
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]
+    assert len(frames) == 3
+    # The 500×333 photo sits at its own scale in the middle: black bars on all four sides.
+    w, h = sizes[1]
+    top, left = (frames[1].shape[0] - h) // 2, (frames[1].shape[1] - w) // 2
+    assert frames[1][: top - 2].max() < 20 and frames[1][:, : left - 2].max() < 20
+    assert frames[1][top + 10: top + h - 10, left + 10: left + w - 10].mean() > 40
+
+
+def test_a_sequence_is_still_tracked_and_can_be_forced(env, shared_dir, tmp_path):
+    same = photo_folder(shared_dir, tmp_path / "frames", PHOTOS[:1] * 3)
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["run", str(same), "--out", str(out)]).exit_code == 0
+    doc = read_posecli_json(out / "frames.json")
+    assert "photos" not in doc["source"] and "width" not in doc["frames"][0]
+    ids = [{p["track_id"] for p in f["poses"]} for f in doc["frames"]]
+    assert ids[0] and ids[0] == ids[1] == ids[2] and -1 not in ids[0]
+    mixed = photo_folder(shared_dir, tmp_path / "mixed")
+    assert CliRunner().invoke(app, ["run", str(mixed), "--out", str(out), "--sequence"]).exit_code == 0
+    doc = read_posecli_json(out / "mixed.json")
+    assert "photos" not in doc["source"] and doc["frames"][1]["width"] == 500
+    assert all(p["track_id"] >= 1 for f in doc["frames"] for p in f["poses"])
