@@ -48,7 +48,7 @@ import numpy as np
 
 from posecli import weights as weights_lib
 from posecli.config import PipelineConfig
-from posecli.crop import crop_transform, warp_crop
+from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
 from posecli.errors import PoseCliError
@@ -278,7 +278,7 @@ class Pipeline:
             ``matrices``: per person-window the key frame's affine (keypoints are mapped back
             through it); ``owners``: per person-window the index of its window.
         """
-        input_hw = self.model.input_hw
+        input_hw, enlarge = self.model.input_hw, self.model.crop_enlarge
         own = self.config.neighbour_crops == "own"
         plan: list[list[CropKey]] = []
         crops: dict[CropKey, tuple[np.ndarray, np.ndarray]] = {}
@@ -288,7 +288,7 @@ class Pipeline:
             key = window.key
             boxes = key.detections.boxes_xyxy
             for person, box in enumerate(boxes):
-                key_matrix = crop_transform(box, input_hw)
+                key_matrix = crop_transform(box, input_hw, enlarge)
                 keys: list[CropKey] = []
                 for item in window.items:
                     match = -1
@@ -298,7 +298,7 @@ class Pipeline:
                         crop_key: CropKey = (item.position, match)
                         if crop_key not in crops:
                             crops[crop_key] = (item.frame.image,
-                                               crop_transform(item.detections.boxes_xyxy[match], input_hw))
+                                               crop_transform(item.detections.boxes_xyxy[match], input_hw, enlarge))
                     else:
                         crop_key = (item.position, -1 - person, key.position)
                         crops.setdefault(crop_key, (item.frame.image, key_matrix))
@@ -329,7 +329,9 @@ class Pipeline:
             t0 = times.add("backbone", t0)
         if plan:
             stacked = torch.stack([torch.stack([cache[k] for k in keys]) for keys in plan])
-            heatmaps = self.model.heatmaps_from_features(stacked)
+            # Each frame's crop → its window's key crop (own-box crops differ from frame to frame).
+            to_key = np.stack([[crop_to_crop(crops[k][1], m) for k in keys] for keys, m in zip(plan, matrices)])
+            heatmaps = self.model.heatmaps_from_features(stacked, to_key)
             t0 = times.add("denoise", t0)
             xy_hm, scores = dark_decode(heatmaps)
             xy = heatmaps_to_frame(xy_hm, self.model.stride, np.stack(matrices))
