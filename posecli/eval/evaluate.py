@@ -100,27 +100,45 @@ class DiffPoseTopDown:
         self.name = name
         self.batch_size = batch_size
 
+    @classmethod
+    def from_model(cls, model, batch_size: int = 16) -> "DiffPoseTopDown":  # noqa: ANN001 - loading.PoseModel
+        """A loaded ``models.loading.PoseModel`` with its own crop size, enlargement, window and stride."""
+        return cls(model.heatmaps, model.input_hw, model.window, stride=model.stride, batch_size=batch_size,
+                   enlarge=model.crop_enlarge)
+
     def predict(self, frames: Sequence[np.ndarray], boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`TopDownPoseModel.predict`. A window of another length than ``self.window``
         is fitted to it around the key frame, repeating its end frames. A window of one frame
         repeated is passed as T=1 (the predictor replicates its features), so a still image costs
         one backbone pass, not T."""
+        return self.predict_crops(*self.crops(frames, boxes_xyxy))
+
+    def crops(self, frames: Sequence[np.ndarray], boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model inputs :meth:`predict` makes: crops uint8 [N, T, H, W, 3] (T = 1 for a window of
+        one frame repeated) and the frame → crop affines [N, 2, 3]; several frames' crops can be
+        concatenated and go to :meth:`predict_crops` together (a few persons per frame make
+        small, slow batches)."""
         from posecli.crop import crop_transform, warp_crop
-        from posecli.decode import dark_decode, heatmaps_to_frame
 
         frames = _fit_window(frames, self.window)
         if all(f is frames[0] for f in frames):
             frames = frames[:1]
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        mats = np.array([crop_transform(b, self.input_hw, self.enlarge) for b in boxes], np.float64).reshape(-1, 2, 3)
+        crops = np.array([[warp_crop(f, m, self.input_hw) for f in frames] for m in mats], np.uint8).reshape(
+            len(boxes), len(frames), *self.input_hw, 3)
+        return crops, mats
+
+    def predict_crops(self, crops: np.ndarray, mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints [N, K, 2] (frame pixels) and scores [N, K] of :meth:`crops`' output."""
+        from posecli.decode import dark_decode, heatmaps_to_frame
+
         keypoints, scores = [], []
-        for start in range(0, len(boxes), self.batch_size):
-            mats = np.stack([crop_transform(b, self.input_hw, self.enlarge)
-                             for b in boxes[start:start + self.batch_size]])
-            crops = np.stack([[warp_crop(f, m, self.input_hw) for f in frames] for m in mats])
-            heatmaps = self.heatmaps(crops)
+        for start in range(0, len(crops), self.batch_size):
+            heatmaps = self.heatmaps(crops[start:start + self.batch_size])
             stride = self.stride or self.input_hw[0] // heatmaps.shape[-2]
             xy_hm, sc = dark_decode(heatmaps)
-            keypoints.append(heatmaps_to_frame(xy_hm, stride, mats))
+            keypoints.append(heatmaps_to_frame(xy_hm, stride, mats[start:start + self.batch_size]))
             scores.append(sc)
         if not keypoints:
             return np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, NUM_KEYPOINTS), np.float32)
@@ -143,8 +161,7 @@ def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: i
 
     model = load_pose_model(None if weights_path is None else Path(weights_path), device=device,
                             window=window, steps=steps, seed=seed, batch_size=batch_size)
-    return DiffPoseTopDown(model.heatmaps, model.input_hw, model.window, stride=model.stride,
-                           batch_size=batch_size, enlarge=model.crop_enlarge)
+    return DiffPoseTopDown.from_model(model, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,6 +387,15 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     seconds: dict[tuple[str, str], float] = defaultdict(float)
     reference: list[tuple[int, int, np.ndarray, float]] = []  # (track, frame, 17×3, size)
     longest = max(windows.values(), default=1)
+    # (model, mode) → crops and affines of persons not yet run: a few persons per frame would make
+    # small batches, about 6× slower per person on the CPU than batches of 16.
+    pending: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+
+    def predict_pending(model: DiffPoseTopDown, key: tuple[str, str]) -> None:
+        if pending[key]:
+            crops, mats = (np.concatenate(parts) for parts in zip(*pending.pop(key)))
+            rows[key].extend(zip(*model.predict_crops(crops, mats)))
+
     decoded = 0
     for t, frames in iter_windows(_video_frames(video_path), longest):
         decoded = t + 1
@@ -387,10 +413,23 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
             for mode in modes[model.name]:
                 length = windows[model.name]
                 clip = (_fit_window(frames, length) if mode == "temporal" else [frames[centre]] * length)
+                key = (model.name, mode)
                 start = time.perf_counter()
-                kp, sc = model.predict(clip, boxes)
-                seconds[(model.name, mode)] += time.perf_counter() - start
-                rows[(model.name, mode)].extend(zip(kp, sc))
+                if isinstance(model, DiffPoseTopDown):  # batched over frames, as in `posecli run`
+                    crops, mats = model.crops(clip, boxes)
+                    if pending[key] and pending[key][-1][0].shape[1] != crops.shape[1]:
+                        predict_pending(model, key)
+                    pending[key].append((crops, mats))
+                    if sum(len(c) for c, _ in pending[key]) >= model.batch_size:
+                        predict_pending(model, key)
+                else:
+                    rows[key].extend(zip(*model.predict(clip, boxes)))
+                seconds[key] += time.perf_counter() - start
+    for model in models:
+        for mode in modes[model.name]:
+            start = time.perf_counter()
+            predict_pending(model, (model.name, mode))
+            seconds[(model.name, mode)] += time.perf_counter() - start
     if not reference:
         raise PoseCliError(f"{pseudo_path}: no annotated frame of {video_path} was decoded")
 
@@ -513,12 +552,34 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
         raise
 
 
+def score_results(ann_file: str | Path, results_file: str | Path) -> dict:
+    """OKS AP/AR of a COCO keypoint results file (e.g. ``posecli run --format coco``) on ``ann_file``,
+    with the results' own boxes and scores; in the shape of an :func:`evaluate` report ("oks").
+
+    Raises:
+        PoseCliError: unreadable results, or image ids the dataset does not have.
+    """
+    coco = _quiet_coco(Path(ann_file))
+    try:
+        results = json.loads(Path(results_file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PoseCliError(f"cannot read COCO results {results_file}: {exc}") from exc
+    unknown = sorted({r.get("image_id") for r in results} - set(coco.getImgIds()), key=str)
+    if unknown:
+        raise PoseCliError(f"{results_file}: image_id {unknown[0]} (and {len(unknown) - 1} more) not in {ann_file}; "
+                           "write the results with posecli run --coco-dataset to take the dataset's ids")
+    persons = sum(1 for a in coco.dataset["annotations"] if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0))
+    return {"name": Path(results_file).name, "window": None, "boxes": "results", "persons": persons,
+            "images": len(coco.getImgIds()), "results": len(results), "oks": oks_metrics(coco, results),
+            "oks_detector": None, "pck": None, "ms_per_person": None, "ms_per_person_detector": None}
+
+
 def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: str | Path | None = None,
              video: str | Path | None = None, baselines: Sequence[str] = ("movenet", "blazepose"),
              boxes: str = "gt", device: str = "cpu", steps: int | None = None, window: int | None = None,
              out_json: str | Path | None = None, detector: Callable[[Frame], Detections] | None = None,
              baseline_dirs: Sequence[str | Path] = (), seed: int = 0, include_model: bool = True,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, results_files: Sequence[str | Path] = ()) -> dict:
     """What ``posecli eval`` runs: our model (if ``weights_path``) and the baselines, same boxes.
 
     Args:
@@ -535,6 +596,8 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
         baseline_dirs: extra folders searched for the baselines' TFLite files.
         include_model: ``False`` evaluates the baselines only.
         progress: ``progress(done, total)``, called per image / frame of each pass.
+        results_files: COCO results files (``posecli run --format coco``) scored on ``ann_file``
+            as they are (:func:`score_results`), next to the models; image sets only.
 
     Returns:
         The report: ``{"format": "posecli-eval/1", "kind": "images"|"video", ...,
@@ -546,8 +609,10 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
     if include_model:
         models.append(load_diffpose(weights_path, device=device, steps=steps, window=window, seed=seed))
     models.extend(load_baseline(name, baseline_dirs) for name in baselines)
-    if not models:
-        raise PoseCliError("nothing to evaluate: give weights or at least one baseline")
+    if not models and not results_files:
+        raise PoseCliError("nothing to evaluate: give weights, a baseline or a results file")
+    if results_files and video is not None:
+        raise PoseCliError("--results scores COCO results files on an image set, not on --video")
 
     if video is not None:
         report = {"format": REPORT_FORMAT, "kind": "video",
@@ -558,6 +623,8 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
         for model in models:
             results[model.name] = evaluate(model, ann_file, folder, boxes=boxes, detector=detector,
                                            progress=progress)
+        for path in results_files:
+            results[Path(path).name] = score_results(ann_file, path)
         first = next(iter(results.values()))
         report = {
             "format": REPORT_FORMAT, "kind": "images", "boxes": boxes,
