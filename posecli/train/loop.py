@@ -414,7 +414,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
     step, elapsed, history = 0, 0.0, []
     state_path = out / "state.pt"
     if config.resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
