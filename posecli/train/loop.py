@@ -439,6 +439,9 @@ def _train(config: TrainConfig, out: Path) -> Path:
         drop_last=True, persistent_workers=False,
         worker_init_fn=_worker_init if config.num_workers > 0 else None,
         prefetch_factor=4 if config.num_workers > 0 else None,
+        # Spawned, not forked: a forked worker hung in torch.set_num_threads once the parent had
+        # decoded clip frames with decord's threads (OpenMP state copied mid-use).
+        multiprocessing_context="spawn" if config.num_workers > 0 else None,
     )
     n_params = sum(p.numel() for p in params)
     log.info("training on %s: %s; %d trainable parameters; device %s, amp %s, threads %d",
