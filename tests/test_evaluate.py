@@ -288,6 +288,38 @@ def test_video_errors_are_user_errors(tmp_path: Path) -> None:
         evaluate_video([FirstFrameModel()], pseudo, tmp_path / "missing.mp4")
 
 
+def _brightness_peaks(calls: list):
+    """A heatmap predictor whose peak column is the key crop's grey level / 20 (frame t → column t)."""
+    def predictor(crops: np.ndarray) -> np.ndarray:
+        calls.append(crops.shape[:2])
+        columns = np.round(crops[:, crops.shape[1] // 2].mean(axis=(1, 2, 3)) / 20.0)
+        yy, xx = np.mgrid[0:64, 0:48]
+        peaks = np.exp(-((xx - 10.0 - columns[:, None, None]) ** 2 + (yy - 30.0) ** 2) / 8.0)
+        return np.broadcast_to(peaks[:, None], (len(crops), 17, 64, 48)).astype(np.float32)
+    return predictor
+
+
+def test_video_eval_batches_our_model_over_frames(tmp_path: Path) -> None:
+    """Persons of several frames go through the model together, with the same results as one
+    frame at a time (a model the evaluation cannot batch)."""
+    video, pseudo = _synthetic_video(tmp_path)
+    calls: list = []
+    model = DiffPoseTopDown(_brightness_peaks(calls), (256, 192), window=3, stride=4, batch_size=4)
+
+    class OneFrameAtATime:
+        name, window = "unbatched", 3
+        predict = staticmethod(model.predict)
+
+    report = evaluate_video([model, OneFrameAtATime()], pseudo, video)
+    # 9 persons per mode: batches of 4, 4 and 1 (temporal T=3, replicated T=1); 18 single calls.
+    assert [shape for shape in calls if shape[0] > 1] == [(4, 3), (4, 1), (4, 3), (4, 1)]
+    assert len(calls) == 4 + 2 + 18
+    batched_entry, single_entry = report["models"]["diffpose"], report["models"]["unbatched"]
+    for mode in ("temporal", "replicated"):
+        assert batched_entry[mode]["pck"] == single_entry[mode]["pck"]
+        assert batched_entry[mode]["jitter"] == single_entry[mode]["jitter"]
+
+
 # ---------------------------------------------------------------------------------- our model's adapter
 
 
