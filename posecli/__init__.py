@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Pipeline", "PipelineConfig", "__version__"]
+__all__ = ["Pipeline", "PipelineConfig", "process_many", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from posecli.config import PipelineConfig
 
         return PipelineConfig
+    if name == "process_many":  # a batch on Ray workers (the optional extra posecli[ray])
+        from posecli.distributed import process_many
+
+        return process_many
     raise AttributeError(f"module 'posecli' has no attribute {name!r}")

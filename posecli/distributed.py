@@ -83,12 +83,14 @@ class VideoOutcome:
         summary: what it produced; None when it failed or was skipped.
         error: why it failed (None when it did not).
         attempts: workers that were given it (0: skipped).
+        worker: where it was last tried (host, process id, device); empty when skipped.
     """
 
     input: Path
     summary: RunSummary | None
     error: str | None
     attempts: int
+    worker: str = ""
 
     @property
     def skipped(self) -> bool:
@@ -183,8 +185,12 @@ def run_on_ray(jobs: Sequence[tuple[Path, str]], out_dir: Path, config: Pipeline
     ray = _import_ray(local)
     started = not ray.is_initialized()
     if started:
-        ray.init(address=options.address, include_dashboard=False if local else None,
-                 logging_level=logging.WARNING)
+        try:
+            ray.init(address=options.address, include_dashboard=False if local else None,
+                     logging_level=logging.WARNING)
+        except Exception as exc:  # ConnectionError, or a bare Exception when a local Ray times out starting
+            where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"
+            raise PoseCliError(f"could not start or join {where}: {exc}") from exc
     try:
         workers = _worker_count(ray, options)
         if on_start is not None:
@@ -222,6 +228,9 @@ class _Scheduler:
         self.outcomes: dict[int, VideoOutcome] = {}
         self.loading: dict = {}  # load() call → actor
         self.running: dict = {}  # process() call → (actor, job index)
+        self.where_loaded: dict = {}  # actor → what its load() said
+        self.last_worker = [""] * len(self.jobs)
+        self.last_actor: list = [None] * len(self.jobs)
         self.idle: list = []
         self.losses_left = workers * options.max_attempts  # replacements of lost workers
 
@@ -253,15 +262,18 @@ class _Scheduler:
     def _dispatch(self) -> None:
         while self.queue and self.idle:
             index = self.queue.popleft()
-            actor = self.idle.pop()
+            # A retried video goes to another worker than the one it failed on, where one is free.
+            actor = next((a for a in reversed(self.idle) if a != self.last_actor[index]), self.idle[-1])
+            self.idle.remove(actor)
             path, stem = self.jobs[index]
             self.attempts[index] += 1
+            self.last_worker[index], self.last_actor[index] = self.where_loaded[actor], actor
             self.running[actor.process.remote(self.where(path), self.out_dir, stem)] = (actor, index)
 
     def _loaded(self, ref) -> None:
         actor = self.loading.pop(ref)
         try:
-            self.ray.get(ref)
+            self.where_loaded[actor] = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, PoseCliError):
                 raise PoseCliError(str(exc.cause)) from None
@@ -310,7 +322,7 @@ class _Scheduler:
                 part.unlink(missing_ok=True)
 
     def _finish(self, index: int, summary: RunSummary | None, error: str | None) -> None:
-        outcome = VideoOutcome(self.jobs[index][0], summary, error, self.attempts[index])
+        outcome = VideoOutcome(self.jobs[index][0], summary, error, self.attempts[index], self.last_worker[index])
         self.outcomes[index] = outcome
         if self.on_done is not None:
             self.on_done(outcome)

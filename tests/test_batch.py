@@ -3,6 +3,8 @@
 import json
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,25 @@ def test_image_folders_weigh_their_images(tmp_path):
     # 3000 bytes of images outweigh the 2000-byte clip; the clip joins the 30-byte folder.
     assert select_shard(paths, stems, 1, 2) == [big]
     assert select_shard(paths, stems, 2, 2) == [small, clip]
+
+
+def test_ray_is_imported_only_by_a_run_on_it():
+    code = ("import sys, posecli.cli, posecli.runner, posecli.batch, posecli.distributed\n"
+            "from posecli import process_many\n"
+            "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_ray_missing_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # posecli sets it before importing ray
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 100)
+    result = CliRunner().invoke(app, ["run", str(clip), "--out", str(tmp_path / "out"), "--ray"])
+    assert result.exit_code == 1
+    assert "error: --ray needs Ray: pip install 'posecli[ray]'" in result.output
+    assert "Traceback" not in result.output
 
 
 # -- real runs ------------------------------------------------------------------------------
