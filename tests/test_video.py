@@ -1,4 +1,5 @@
 import logging
+import os
 import shutil
 import struct
 import time
@@ -250,6 +251,31 @@ def test_truncated_real_clip_reads_every_decodable_frame(shared_dir, tmp_path, c
             assert len(warnings) == 1 and f"read {count} of {announced} frames" in warnings[0]
     assert counts[0] == counts[1]
     assert _opencv_frame_count(cut) <= counts[0] < announced
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the RSS from /proc")
+def test_a_slow_consumer_does_not_make_the_decoder_buffer_frames(tmp_path):
+    """Frames are decoded when asked for: a decoder running ahead into a queue of its own (decord
+    did, 2 MB per frame here) makes memory grow with the video's length when the model is slower."""
+    path = tmp_path / "long.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (480, 640, 3), np.uint8)
+    for i in range(150):
+        writer.write(np.roll(base, i, axis=1))
+    writer.release()
+    with open_source(path) as source:
+        for frame in source:
+            if frame.index == 20:
+                start = _rss_mib()
+            time.sleep(0.02)  # the pose model is slower than decoding
+    assert frame.index == 149
+    assert _rss_mib() - start < 40  # 130 frames held would be over 110 MiB
 
 
 # --- image folders ------------------------------------------------------------------------------
