@@ -170,6 +170,10 @@ def run(
                                       help="Output formats, comma separated or repeated: "
                                            "json, jsonl, csv, coco, mmaction, npz."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write an mp4 with skeletons drawn."),
+    coco_dataset: Optional[Path] = typer.Option(None, "--coco-dataset", metavar="FILE",
+                                                help="COCO dataset JSON (e.g. val.json) whose images' file names "
+                                                     "give the image_id of --format coco. Default: the number an "
+                                                     "image's name is (000000350679.jpg: 350679), else frame + 1."),
     photos: Optional[bool] = typer.Option(None, "--photos/--sequence",
                                           help="Image folders: unrelated photos, each taken alone (no temporal "
                                                "window, tracking or smoothing across them), or the frames of one "
@@ -236,7 +240,7 @@ def run(
         detector=detector, detector_weights=detector_weights, boxes_file=boxes,
         score_threshold=score_threshold,
         tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
-        smooth=smooth, formats=_split_formats(formats), overlay=overlay, photos=photos,
+        smooth=smooth, formats=_split_formats(formats), overlay=overlay, photos=photos, coco_dataset=coco_dataset,
     )
     try:
         ray = None
@@ -276,6 +280,9 @@ def eval_command(
     window: Optional[int] = typer.Option(None, "--window", min=1),
     seed: int = typer.Option(0, "--seed"),
     out_json: Optional[Path] = typer.Option(None, "--out-json", help="Write the report as JSON here."),
+    results: list[Path] = typer.Option([], "--results", metavar="FILE",
+                                       help="Also score this COCO results file (posecli run --format coco) on "
+                                            "ANN_FILE as it is: OKS AP with its own boxes; repeatable."),
 ) -> None:
     """Accuracy on labelled images or a labelled clip: OKS AP, PCK per joint group, jitter."""
     from posecli.runner import evaluate_and_print
@@ -285,7 +292,7 @@ def eval_command(
         evaluate_and_print(ann_file, images=images, video=video, weights=weights, include_model=not no_model,
                            baselines=names, baseline_dirs=tuple(baseline_dir), boxes=boxes, detector=detector,
                            detector_weights=detector_weights, score_threshold=score_threshold, device=device,
-                           steps=steps, window=window, seed=seed, out_json=out_json)
+                           steps=steps, window=window, seed=seed, out_json=out_json, results_files=tuple(results))
     except PoseCliError as exc:
         _fail(str(exc))
 

@@ -77,6 +77,8 @@ class PipelineConfig:
     # Image inputs: True takes the images as unrelated photos (each alone: no window, tracking or
     # smoothing across them), False as frames of one shot; None: photos when their sizes vary.
     photos: bool | None = None
+    # COCO dataset file whose images' file names give the ``image_id`` of the ``coco`` format.
+    coco_dataset: Path | None = None
 
     def __post_init__(self) -> None:
         """Refuse bad options at once, with the command-line option's name (cheap: no imports)."""
@@ -95,6 +97,8 @@ class PipelineConfig:
         choose("--smooth", self.smooth, SMOOTHING_KINDS)
         for fmt in self.formats:
             choose("--format", fmt, OUTPUT_FORMATS)
+        if self.coco_dataset is not None and "coco" not in self.formats:
+            raise PoseCliError("--coco-dataset gives the image ids of --format coco, which is not asked for")
         if not self.formats and not self.overlay:
             raise PoseCliError("--format names no output format; choose from " + ", ".join(OUTPUT_FORMATS))
         if self.window is not None and (self.window < 1 or self.window % 2 == 0):

@@ -54,7 +54,7 @@ from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
 from posecli.errors import PoseCliError
 from posecli.prefetch import prefetch
 from posecli.propagate import BoxPropagator
-from posecli.sinks import make_sinks, output_paths
+from posecli.sinks import load_coco_image_ids, make_sinks, output_paths
 from posecli.smooth import PoseSmoother
 from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import Detections, Frame, FrameResult, ModelInfo, Poses, SourceInfo
@@ -218,6 +218,7 @@ class Pipeline:
                                      steps=config.steps, seed=config.seed, batch_size=config.batch_size,
                                      dtype=config.dtype, compile=config.compile)
         self._detector: PersonDetector | None = None
+        self._coco_image_ids = None if config.coco_dataset is None else load_coco_image_ids(config.coco_dataset)
         info = self.model.info
         log.info("pose model %s (sha256 %s…): window %d, %d DDIM steps, %s, %d person-windows per call",
                  info.name, info.sha256[:12], info.window, info.steps, str(self.model.dtype).removeprefix("torch."),
@@ -509,7 +510,8 @@ class Pipeline:
         times = times if times is not None else StageTimes()
         model_info = dataclasses.replace(self.model_info, window=1) if info.photos else self.model_info
         sinks = make_sinks(Path(out_dir), stem, self.config.formats, self.config.overlay,
-                           info, model_info, score_threshold=self.config.keypoint_threshold)
+                           info, model_info, score_threshold=self.config.keypoint_threshold,
+                           coco_image_ids=self._coco_image_ids)
         name = Path(info.path).name
         log.info("%s: %s%s, %d×%d%s, %g fps, %d frames announced", name, info.kind,
                  " taken as unrelated photos" if info.photos else "", info.width, info.height,

@@ -49,7 +49,7 @@ import numpy as np
 from .draw import draw_poses
 from .encode import VideoEncoder
 from .errors import PoseCliError
-from .types import COCO_KEYPOINTS, COCO_SKELETON, FrameResult, ModelInfo, SourceInfo
+from .types import COCO_KEYPOINTS, COCO_SKELETON, Frame, FrameResult, ModelInfo, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -317,11 +317,20 @@ def _fmt(value: float, digits: int) -> str:
 class CocoSink(Sink):
     """COCO keypoint *results* list (what ``pycocotools.COCO.loadRes`` reads), streamed.
 
-    One entry per pose: ``image_id`` = frame index + 1 (COCO ids start at 1),
-    ``category_id`` 1 (person), ``keypoints`` flat ``[x, y, score] × 17``, ``score`` (mean
-    keypoint score), ``bbox`` ``[x, y, w, h]``, and ``track_id`` (extra key, ignored by COCO
-    tools).
+    One entry per pose: ``image_id`` (see :func:`coco_image_id`), ``category_id`` 1 (person),
+    ``keypoints`` flat ``[x, y, score] × 17``, ``score`` (mean keypoint score), ``bbox``
+    ``[x, y, w, h]``, and ``track_id`` (extra key, ignored by COCO tools).
+
+    Args:
+        image_ids: file name → COCO image id (from a dataset file, :func:`load_coco_image_ids`);
+            poses of images it does not list are left out, with a warning.
     """
+
+    def __init__(self, path: str | os.PathLike, source_info: SourceInfo, model_info: ModelInfo,
+                 image_ids: dict[str, int] | None = None) -> None:
+        self.image_ids = image_ids
+        self.unlisted: list[str] = []
+        super().__init__(path, source_info, model_info)
 
     def _begin(self) -> None:
         self._file.write(b"[")
@@ -330,6 +339,10 @@ class CocoSink(Sink):
     def _write(self, result: FrameResult) -> None:
         poses = result.poses
         scores = poses.scores
+        image_id = coco_image_id(result.frame, self.image_ids)
+        if image_id is None:
+            self.unlisted.append(result.frame.file or str(result.frame.index))
+            return
         for n in range(len(poses)):
             flat: list[float] = []
             for (x, y), s in zip(poses.keypoints_xy[n], poses.keypoint_scores[n]):
@@ -338,7 +351,7 @@ class CocoSink(Sink):
                 else:
                     flat += [0.0, 0.0, 0.0]
             x1, y1, x2, y2 = (float(v) for v in poses.boxes_xyxy[n])
-            entry = {"image_id": int(result.frame.index) + 1, "category_id": 1, "keypoints": flat,
+            entry = {"image_id": image_id, "category_id": 1, "keypoints": flat,
                      "score": _num(scores[n], 4) or 0.0,
                      "bbox": [_num(x1, 2), _num(y1, 2), _num(x2 - x1, 2), _num(y2 - y1, 2)],
                      "track_id": int(poses.track_ids[n])}
@@ -347,6 +360,43 @@ class CocoSink(Sink):
 
     def _finish(self) -> None:
         self._file.write(b"\n]\n")
+        if self.unlisted:
+            log.warning("%s: %d image(s) not in the COCO dataset file, left out (first: %s)",
+                        self.path.name, len(self.unlisted), self.unlisted[0])
+
+
+def coco_image_id(frame: Frame, image_ids: dict[str, int] | None = None) -> int | None:
+    """The COCO ``image_id`` of a frame.
+
+    An image's file name looked up in ``image_ids`` (None where it is not listed); without
+    ``image_ids``, the number an image's name is (``000000350679.jpg`` → 350679, as in the COCO
+    sets); else, and for video frames, the frame index + 1 (COCO ids start at 1).
+    """
+    if frame.file is not None:
+        if image_ids is not None:
+            return image_ids.get(frame.file)
+        stem = Path(frame.file).stem
+        if stem.isdigit():  # also rejects "", "-3", "1e5"
+            return int(stem)
+    return int(frame.index) + 1
+
+
+def load_coco_image_ids(path: str | os.PathLike) -> dict[str, int]:
+    """File name (without folders) → image id, from a COCO dataset file's ``images`` list.
+
+    Raises:
+        PoseCliError: unreadable, not JSON, or without an ``images`` list of ``file_name``/``id``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            images = json.load(f).get("images")
+        ids = {Path(image["file_name"]).name: int(image["id"]) for image in images}
+    except OSError as e:
+        raise PoseCliError(f"cannot read {path}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, AttributeError, TypeError, KeyError, ValueError) as e:
+        raise PoseCliError(f"{path} is not a COCO dataset file (an 'images' list with 'file_name' and 'id' "
+                           f"entries): {e}") from e
+    return ids
 
 
 class _TrackAccumulator(Sink):
@@ -624,8 +674,10 @@ def remove_stale_parts(out_dir: str | os.PathLike) -> list[Path]:
 
 def make_sinks(out_dir: str | os.PathLike, stem: str, formats: Iterable[str], overlay: bool,
                source_info: SourceInfo, model_info: ModelInfo, *,
-               score_threshold: float = 0.3) -> list[Sink]:
+               score_threshold: float = 0.3, coco_image_ids: dict[str, int] | None = None) -> list[Sink]:
     """Open one sink per requested format (and the overlay video), creating ``out_dir``.
+
+    ``coco_image_ids``: file name → image id for the ``coco`` format (:class:`CocoSink`).
 
     Raises :class:`PoseCliError` before any frame is processed if a format is unknown or the
     directory cannot be created or written; sinks already opened are aborted then.
@@ -638,6 +690,8 @@ def make_sinks(out_dir: str | os.PathLike, stem: str, formats: Iterable[str], ov
         for fmt, path in paths.items():
             if fmt == "overlay":
                 sinks.append(OverlaySink(path, source_info, model_info, score_threshold=score_threshold))
+            elif fmt == "coco":
+                sinks.append(CocoSink(path, source_info, model_info, image_ids=coco_image_ids))
             else:
                 sinks.append(_SINKS[fmt](path, source_info, model_info))
     except BaseException:
