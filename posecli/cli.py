@@ -164,9 +164,9 @@ def _split_formats(formats: list[str]) -> tuple[str, ...]:
 
 @app.command(cls=_Command)
 def run(
-    inputs: list[Path] = typer.Argument(..., help="Video files, image folders, or folders of videos."),
-    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder."),
-    formats: list[str] = typer.Option(["json"], "--format", "-f",
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT", help="Video files, image folders, or folders of videos."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", metavar="DIR", help="Output folder."),
+    formats: list[str] = typer.Option(["json"], "--format", "-f", metavar="FORMATS",
                                       help="Output formats, comma separated or repeated: "
                                            "json, jsonl, csv, coco, mmaction, npz."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write an mp4 with skeletons drawn."),
@@ -178,7 +178,7 @@ def run(
                                           help="Image folders: unrelated photos, each taken alone (no temporal "
                                                "window, tracking or smoothing across them), or the frames of one "
                                                "shot. Default: photos where the images differ in size, else frames."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="Where the model runs."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
                                          help="Frames per temporal window (odd; 1 = every frame alone). "
                                               "Default: from the weights."),
@@ -187,9 +187,9 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                              help="Person-windows per model call. Default: 16 on a CPU, "
                                                   "from the free memory on a GPU."),
-    dtype: str = typer.Option("auto", "--dtype", help="Model precision: auto (bfloat16 where the hardware has "
+    dtype: str = typer.Option("auto", "--dtype", metavar="NAME", help="Model precision: auto (bfloat16 where the hardware has "
                                                       "it), float32, bfloat16 or float16 (GPU)."),
-    neighbour_crops: str = typer.Option("own", "--neighbour-crops",
+    neighbour_crops: str = typer.Option("own", "--neighbour-crops", metavar="own|key",
                                         help="Crop a window's neighbour frames with their own boxes (own: each "
                                              "crop goes through the backbone once) or with the key frame's box "
                                              "(key, as in the DiffPose paper; slower)."),
@@ -203,10 +203,10 @@ def run(
                                           help="CPU threads of the pose model. Default: from the cores."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the pose model: minutes up front, "
                                                                 "faster after; for long videos."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="DiffPose checkpoint file."),
-    detector: str = typer.Option("yolox-nano", "--detector", help="Person detector: yolox-nano or rtmdet-nano."),
-    detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", help="Detector ONNX file."),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Your own person boxes (COCO-style detections JSON) "
+    weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE", help="DiffPose checkpoint file."),
+    detector: str = typer.Option("yolox-nano", "--detector", metavar="NAME", help="Person detector: yolox-nano or rtmdet-nano."),
+    detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", metavar="FILE", help="Detector ONNX file."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", metavar="FILE", help="Your own person boxes (COCO-style detections JSON) "
                                                                 "instead of the detector; one input only."),
     score_threshold: float = typer.Option(0.4, "--score-threshold", min=0.0, max=1.0, help="Least detector score."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs are complete."),
@@ -215,12 +215,12 @@ def run(
                                         help="Least pose similarity (OKS) to continue a track."),
     min_track_length: int = typer.Option(1, "--min-track-length", min=1,
                                          help="Drop tracks seen in fewer frames than this."),
-    smooth: str = typer.Option("savgol", "--smooth", help="Keypoint smoothing: savgol (offline, 13 frames delay), oneeuro (causal) or none."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: process only the I-th of N parts of the inputs "
+    smooth: str = typer.Option("savgol", "--smooth", metavar="savgol|oneeuro|none", help="Keypoint smoothing: savgol (offline, 13 frames delay), oneeuro (causal) or none."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="I/N: process only the I-th of N parts of the inputs "
                                                                "(the same split on every machine; for job arrays)."),
     use_ray: bool = typer.Option(False, "--ray", help="Run on Ray workers, each with the model loaded once "
                                                        "(pip install 'posecli[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (HOST:PORT, "
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="Ray cluster to join (HOST:PORT, "
                                                                           "ray://…, auto). Default: a local Ray."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray workers. Default: as many as the "
                                                                          "cluster's CPUs and GPUs fit."),
@@ -228,7 +228,22 @@ def run(
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs per Ray worker "
                                                                                  "(fractions share a GPU)."),
 ) -> None:
-    """Estimate tracked poses for each input and write them to --out."""
+    """Estimate tracked poses for each input and write them to --out.
+
+    An input is a video file, a folder of images or a folder of videos. Each input writes
+    OUT/NAME.json (or whichever --format asks for: NAME.csv, NAME.coco.json, …) and, with
+    --overlay, NAME.overlay.mp4; NAME is the input's own name, made longer where two inputs share
+    one. A folder of images of different sizes is taken as unrelated photos (--photos, --sequence
+    to choose).
+
+    \b
+    Examples:
+      posecli run clip.mp4                          results/clip.json
+      posecli run clip.mp4 -f json,csv --overlay    + results/clip.csv, results/clip.overlay.mp4
+      posecli run videos/ -o out/ --skip-existing   every video in videos/, new ones only
+      posecli run frames/ --window 5                image sequence, 5-frame windows
+      posecli run photos/ --photos -f coco          each photo alone; COCO results file
+    """
     from posecli.batch import parse_shard
     from posecli.config import PipelineConfig, TrackingConfig
     from posecli.runner import run_inputs

@@ -292,3 +292,18 @@ def test_help_names_values_not_python_types(command):
     assert result.output.startswith(f"Usage: posecli {' '.join(command)}".rstrip() + " [OPTIONS]")
     for raw in ("<bool>", "<str>", "<path>", "<int", "<float", "list[", "{", "}"):
         assert raw not in result.output, (raw, result.output)
+
+
+def test_run_help_examples_are_valid_commands():
+    import shlex
+
+    import typer.main
+
+    text = runner.invoke(app, ["run", "--help"], prog_name="posecli").output
+    examples = [line.strip() for line in text.split("Examples:")[1].split("Arguments:")[0].splitlines() if line.strip()]
+    assert len(examples) >= 4
+    command = typer.main.get_command(app).commands["run"]
+    for example in examples:
+        args = shlex.split(example.split("  ")[0])
+        assert args[:2] == ["posecli", "run"]
+        command.make_context("run", args[2:])  # raises on an unknown option or a bad value
