@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from conftest import cut_clip
 from posecli.cli import app
+from posecli.models.loading import DEFAULT_POSE_WEIGHTS
+from posecli.pseudo_labels import read_pseudo_labels
 from posecli.sinks import read_posecli_json
 
 FRAMES = 40
@@ -42,7 +44,7 @@ def test_run_on_a_real_clip(short_clip, shared_dir, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
 
     doc = read_posecli_json(out / "walk.json")  # validates the posecli/1 schema
-    assert doc["model"]["name"] == "diffpose.coco17-v1"
+    assert doc["model"]["name"] == DEFAULT_POSE_WEIGHTS
     assert doc["source"]["num_frames"] == FRAMES and len(doc["frames"]) == FRAMES
     times = [f["time_s"] for f in doc["frames"]]
     assert times == sorted(times) and times[1] == pytest.approx(1 / 30, abs=1e-3)
@@ -63,14 +65,29 @@ def test_run_on_a_real_clip(short_clip, shared_dir, tmp_path, monkeypatch):
     assert len(walker_ids) >= FRAMES - 2
     assert Counter(walker_ids).most_common(1)[0][1] >= len(walker_ids) - 1
 
-    # Keypoints of the walker lie in or near the walker's box, with finite scores.
-    pose = max(doc["frames"][FRAMES // 2]["poses"], key=lambda p: p["bbox"][0])
-    kp = np.array(pose["keypoints"])
-    x1, y1, x2, y2 = pose["bbox"]
-    w, h = x2 - x1, y2 - y1
-    inside = (kp[:, 0] > x1 - 0.25 * w) & (kp[:, 0] < x2 + 0.25 * w) & (kp[:, 1] > y1 - 0.25 * h) & (kp[:, 1] < y2 + 0.25 * h)
-    assert inside.mean() > 0.8
-    assert np.isfinite(kp).all() and ((kp[:, 2] >= 0) & (kp[:, 2] <= 1)).all()
+    # Keypoints agree with the clip's pseudo-labels (MoveNet on the same persons): PCK@0.1 of the
+    # box size over every pose that overlaps a labelled person. Measured 0.80 with
+    # diffpose.coco17-v1; keypoints all at their box centre score 0.10, so this floor (0.7) is
+    # about the keypoints, not the boxes.
+    truth = read_pseudo_labels(shared_dir / "data" / "videos" / "sports2d_demo.pseudo.json").by_frame()
+    hits, joints, matched = 0, 0, 0
+    for frame in doc["frames"]:
+        for pose in frame["poses"]:
+            kp = np.array(pose["keypoints"])
+            assert np.isfinite(kp).all() and ((kp[:, 2] >= 0) & (kp[:, 2] <= 1)).all()
+            labels = truth.get(FIRST + frame["frame"], [])
+            if not labels:
+                continue
+            label = max(labels, key=lambda lab: iou(pose["bbox"], lab.box_xyxy))
+            if iou(pose["bbox"], label.box_xyxy) < 0.5:
+                continue
+            matched += 1
+            size = np.sqrt(label.box_xywh[2] * label.box_xywh[3])
+            sure = label.keypoints[:, 2] > 0.3
+            hits += int((np.linalg.norm(kp[sure, :2] - label.keypoints[sure, :2], axis=1) < 0.1 * size).sum())
+            joints += int(sure.sum())
+    assert matched >= FRAMES
+    assert hits / joints > 0.7
 
     csv_rows = (out / "walk.csv").read_text().splitlines()
     assert len(csv_rows) - 1 == 17 * sum(len(f["poses"]) for f in doc["frames"])

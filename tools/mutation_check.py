@@ -35,6 +35,7 @@ CROP_TESTS = ("tests/test_crop.py", "tests/test_decode.py")
 DARK_TESTS = ("tests/test_decode.py",)
 TRACK_TESTS = ("tests/test_track.py",)
 DDIM_TESTS = ("tests/test_diffusion.py",)
+GUARD_TESTS = ("tests/test_model_guard.py",)  # the shipped model on labelled data, alone
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ MUTANTS = [
            DDIM_TESTS),
     Mutant("ddim-timesteps-not-reversed", "posecli/models/diffusion.py",
            "round().long().flip(0)", "round().long()", DDIM_TESTS),
+    # The model guard alone must notice pre-/post-processing bugs around a correct network.
+    Mutant("guard-channels-not-swapped", "posecli/models/preprocess.py", "np.ascontiguousarray(crops[..., ::-1])",
+           "np.ascontiguousarray(crops)", GUARD_TESTS),
+    Mutant("guard-no-subpixel-step", "posecli/decode.py", "ox, oy = np.where(ok, ox, 0.0), np.where(ok, oy, 0.0)",
+           "ox, oy = 0.0 * ox, 0.0 * oy", GUARD_TESTS),
 ]
 
 

@@ -25,7 +25,6 @@ the same run as its speed.
 
 from __future__ import annotations
 
-import json
 import platform
 import resource
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 
 from posecli.config import PipelineConfig
 from posecli.errors import PoseCliError
+from posecli.pseudo_labels import read_pseudo_labels
 from posecli.types import Frame, FrameResult, SourceInfo
 from posecli.video import open_source
 
@@ -157,14 +157,7 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
     from posecli.eval.metrics import box_size, jitter, pck
     from posecli.track import box_iou
 
-    try:
-        data = json.loads(Path(pseudo_file).read_text())
-        frame_of = {image["id"]: int(image["frame_index"]) for image in data["images"]}
-        annotations = [a for a in data["annotations"] if not a.get("static_track", False)]
-        rows = [(frame_of[a["image_id"]], int(a.get("track_id", -1)), np.asarray(a["bbox"], np.float64),
-                 np.asarray(a["keypoints"], np.float64).reshape(-1, 3)) for a in annotations]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise PoseCliError(f"{pseudo_file}: not a video pseudo-label file ({exc})") from None
+    rows = [(p.frame, p.track_id, p.box_xywh, p.keypoints) for p in read_pseudo_labels(pseudo_file).moving()]
     rows = [r for r in rows if r[0] in recorded]
     if not rows:
         raise PoseCliError(f"{pseudo_file}: no labelled frame among the frames that were run")

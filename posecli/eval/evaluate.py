@@ -38,6 +38,7 @@ import numpy as np
 from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
 from posecli.eval.metrics import JOINT_GROUPS, box_size, jitter, left_right_spread, oks_metrics, pck
+from posecli.pseudo_labels import read_pseudo_labels
 from posecli.types import NUM_KEYPOINTS, Detections, Frame
 
 REPORT_FORMAT = "posecli-eval/1"
@@ -367,18 +368,9 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
         ``reference_jitter`` is the pseudo-labels' own jitter on the same joints.
     """
     pseudo_path, video_path = Path(pseudo_file), Path(video)
-    if not pseudo_path.is_file():
-        raise PoseCliError(f"pseudo-label file not found: {pseudo_path}")
-    try:
-        data = json.loads(pseudo_path.read_text())
-        frame_of_image = {img["id"]: int(img["frame_index"]) for img in data["images"]}
-        by_frame: dict[int, list[dict]] = defaultdict(list)
-        for ann in data["annotations"]:
-            if include_static or not ann.get("static_track", False):
-                by_frame[frame_of_image[ann["image_id"]]].append(ann)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise PoseCliError(f"{pseudo_path}: not a video pseudo-label file ({exc})") from None
-    num_frames = max((v.get("num_frames", 0) for v in data.get("videos", [])), default=0)
+    labels = read_pseudo_labels(pseudo_path)
+    by_frame = labels.by_frame(include_static)
+    num_frames = labels.num_frames
 
     windows = {m.name: int(m.window) for m in models}
     modes = {m.name: (("temporal", "replicated") if windows[m.name] > 1 else ("replicated",)) for m in models}
@@ -399,15 +391,14 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     decoded = 0
     for t, frames in iter_windows(_video_frames(video_path), longest):
         decoded = t + 1
-        anns = by_frame.get(t, [])
+        persons = by_frame.get(t, [])
         if progress is not None:
             progress(t + 1, num_frames)
-        if not anns:
+        if not persons:
             continue
-        boxes = np.stack([_xywh_to_xyxy(a["bbox"]) for a in anns])
-        for a in anns:
-            reference.append((int(a.get("track_id", -1)), t, np.asarray(a["keypoints"], np.float64).reshape(-1, 3),
-                              float(box_size(np.asarray(a["bbox"])))))
+        boxes = np.stack([p.box_xyxy for p in persons])
+        for p in persons:
+            reference.append((p.track_id, t, p.keypoints, float(box_size(p.box_xywh))))
         centre = len(frames) // 2
         for model in models:
             for mode in modes[model.name]:

@@ -24,7 +24,6 @@ minimal tracker does. "After" is :class:`posecli.track.PoseTracker`.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 from collections import defaultdict
@@ -37,6 +36,7 @@ from scipy.optimize import linear_sum_assignment
 
 from posecli.errors import PoseCliError
 from posecli.eval.metrics import jitter, pck
+from posecli.pseudo_labels import read_pseudo_labels
 from posecli.smooth import PoseSmoother
 from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import COCO_SIGMAS, Frame, FrameResult, Poses
@@ -96,11 +96,6 @@ class ClipTruth:
         return len(self.frames)
 
 
-def _xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-
-
 def load_truth(pseudo_file: str | Path, merge: Mapping[int, int] | None = None) -> ClipTruth:
     """Read a ``*.pseudo.json`` clip as ground-truth tracks.
 
@@ -112,36 +107,21 @@ def load_truth(pseudo_file: str | Path, merge: Mapping[int, int] | None = None) 
     Raises:
         PoseCliError: the file is missing or not a pseudo-label file.
     """
-    path = Path(pseudo_file)
-    if not path.is_file():
-        raise PoseCliError(f"pseudo-label file not found: {path}")
+    labels = read_pseudo_labels(pseudo_file)
     merge = dict(merge or {})
-    try:
-        data = json.loads(path.read_text())
-        video = data["videos"][0]
-        frame_of_image = {int(img["id"]): int(img["frame_index"]) for img in data["images"]}
-        num_frames = max(int(video.get("num_frames", 0)), max(frame_of_image.values(), default=-1) + 1)
-        rows: dict[int, list[dict]] = defaultdict(list)
-        ignore = []
-        for ann in data["annotations"]:
-            if ann.get("static_track", False):
-                ignore.append(ann["bbox"])
-            else:
-                rows[frame_of_image[int(ann["image_id"])]].append(ann)
-        frames = []
-        for t in range(num_frames):
-            anns = rows.get(t, [])
-            if not anns:
-                frames.append(FrameTruth.empty())
-                continue
-            ids = np.array([merge.get(int(a["track_id"]), int(a["track_id"])) for a in anns], np.int64)
-            frames.append(FrameTruth(ids, _xywh_to_xyxy([a["bbox"] for a in anns]),
-                                     np.stack([np.asarray(a["keypoints"], np.float64).reshape(-1, 3)
-                                               for a in anns])))
-        return ClipTruth(path.name.split(".")[0], float(video.get("fps", 30.0)), tuple(frames),
-                         _xywh_to_xyxy(ignore) if ignore else np.zeros((0, 4)))
-    except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as exc:
-        raise PoseCliError(f"{path}: not a video pseudo-label file ({exc})") from None
+    by_frame = labels.by_frame()
+    frames = []
+    for t in range(labels.num_frames):
+        persons = by_frame.get(t, [])
+        if not persons:
+            frames.append(FrameTruth.empty())
+            continue
+        ids = np.array([merge.get(p.track_id, p.track_id) for p in persons], np.int64)
+        frames.append(FrameTruth(ids, np.stack([p.box_xyxy for p in persons]),
+                                 np.stack([p.keypoints for p in persons])))
+    ignore = [p.box_xyxy for p in labels.persons if p.static]
+    return ClipTruth(labels.path.name.split(".")[0], labels.fps, tuple(frames),
+                     np.stack(ignore) if ignore else np.zeros((0, 4)))
 
 
 # --------------------------------------------------------------------------------------------

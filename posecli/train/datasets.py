@@ -21,6 +21,7 @@ import torch
 
 from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
+from posecli.pseudo_labels import read_pseudo_labels
 from posecli.train.augment import AugmentConfig, make_example
 from posecli.train.targets import HEATMAP_SIGMA, HEATMAP_STRIDE, gaussian_heatmaps
 
@@ -196,26 +197,22 @@ class VideoPseudoLabels:
                  video_path: Path | str | None = None, min_conf: float = 0.3,
                  label_weight: float = 1.0, max_side: int = 960) -> None:
         self.json_path = Path(pseudo_json)
-        data = json.loads(self.json_path.read_text())
-        video = data["videos"][0]
-        self.video_path = Path(video_path) if video_path else self.json_path.parent / video["file_name"]
-        self.num_frames = int(video["num_frames"])
-        self.scale = min(1.0, max_side / max(video["width"], video["height"]))
+        labels = read_pseudo_labels(self.json_path)
+        self.video_path = Path(video_path) if video_path else self.json_path.parent / labels.video_file
+        self.num_frames = labels.num_frames
+        self.scale = min(1.0, max_side / max(labels.width, labels.height))
         self.window = window
-        frame_of = {im["id"]: im["frame_index"] for im in data["images"]}
         delta = window // 2
         self.items: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-        for ann in data["annotations"]:
-            if ann.get("static_track", False):
-                continue
-            kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+        for person in labels.moving():
+            kp = person.keypoints
             weights = np.where(kp[:, 2] >= min_conf, label_weight, 0.0).astype(np.float32)
             if weights.sum() <= 0:
                 continue
             s = self.scale  # pixel centres at integers: x' = (x + 0.5) s - 0.5
             xy = (kp[:, :2] + 0.5) * s - 0.5
-            box = (_xywh_to_xyxy(ann["bbox"]) + 0.5) * s - 0.5
-            self.items.append((frame_of[ann["image_id"]], box, xy, weights))
+            box = (person.box_xyxy + 0.5) * s - 0.5
+            self.items.append((person.frame, box, xy, weights))
         needed = sorted({min(max(f + d, 0), self.num_frames - 1)
                          for f, *_ in self.items for d in range(-delta, delta + 1)})
         self.frame_dir = Path(cache_dir) / f"{self.video_path.stem}_s{max_side}"
