@@ -183,9 +183,11 @@ class DiffPoseMoveNet(nn.Module):
             [M, D] (``self.layout``): STRL tokens input, FPN /8 and /4 maps, MoveNet heatmaps
             (sigmoid) and MoveNet's decoded keypoints (heatmap pixels, x y) and scores.
         """
-        with torch.no_grad():
+        # MoveNet's layers always in float32, also under autocast: rounding them to bfloat16 moves the
+        # heatmap peaks (and MoveNet's argmax can jump to another cell).
+        with torch.no_grad(), torch.autocast(rgb.device.type, enabled=False):
             # NHWC: oneDNN's depthwise convolutions are ~1.5× faster on the CPU in this layout.
-            out: MoveNetOutputs = (trunk or self.trunk)(rgb.contiguous(memory_format=torch.channels_last))
+            out: MoveNetOutputs = (trunk or self.trunk)(rgb.float().contiguous(memory_format=torch.channels_last))
             yx, scores = decode_single_pose(out)
             heat = torch.sigmoid(out.heatmap.float())
             fpn4, fpn8, fpn16, _ = out.features
@@ -238,7 +240,8 @@ class DiffPoseMoveNet(nn.Module):
     def denoise(self, x_t: torch.Tensor, cond: dict[str, torch.Tensor], t: torch.Tensor) -> torch.Tensor:
         """x_t [N, K, h, w] (signal range), cond from :meth:`fuse`, t [N] → x̂0 [N, K, h, w]."""
         residual = self.decoder(x_t, cond["cond"], t, extra_heat=cond["extra"], skips=cond["skips"])
-        return (2.0 * cond["prior"] - 1.0).to(residual.dtype) + residual
+        # In float32 also under autocast: a bfloat16 prior would move its peak by rounding alone.
+        return (2.0 * cond["prior"].float() - 1.0) + residual.float()
 
     def forward(self, images: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                 to_key: torch.Tensor | None = None) -> torch.Tensor:
