@@ -349,4 +349,3 @@ DETECTORS: dict[str, Callable[..., PersonDetector]] = {
     "yolox-nano": YoloxDetector,
     "rtmdet-nano": RtmdetDetector,
 }
-DEFAULT_DETECTOR = "yolox-nano"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posecli.track import box_iou
+from posecli.track import box_centre, box_iou
 from posecli.types import Detections, Poses
 
 # A detection continues a track whose latest box (moved to the detection's frame) overlaps it this much.
@@ -90,7 +90,7 @@ class BoxPropagator:
             if before is not None:
                 sure = (scores >= self.keypoint_threshold) & (before.scores >= self.keypoint_threshold)
                 motion = (xy[sure] - before.keypoints[sure]) if sure.any() else (
-                    _centre(poses.boxes_xyxy[i]) - _centre(before.box))[None]
+                    box_centre(poses.boxes_xyxy[i]) - box_centre(before.box))[None]
                 velocity = motion.mean(axis=0) / (position - before.position)
             seen[track_id] = _Seen(position, poses.boxes_xyxy[i].astype(np.float64),
                                    float(poses.box_scores[i]), xy, scores, velocity)
@@ -141,11 +141,6 @@ class BoxPropagator:
                 velocity = tracks[int(np.argmax(iou[i]))].velocity
             boxes.append(box + np.tile(velocity * (position - detected_at), 2))
         return boxes, [float(s) for s in detections.scores]
-
-
-def _centre(box: np.ndarray) -> np.ndarray:
-    box = np.asarray(box, np.float64)
-    return 0.5 * (box[:2] + box[2:])
 
 
 def _inside_fraction(box: np.ndarray, width: int, height: int) -> float:

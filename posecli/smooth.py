@@ -232,25 +232,6 @@ def _savgol_run(seg: np.ndarray, window: int, polyorder: int) -> np.ndarray:
     return out
 
 
-def jitter(track_xy: np.ndarray, box_sizes: np.ndarray) -> float:
-    """Mean normalised acceleration: ``mean |x_{t+1} − 2 x_t + x_{t−1}| / size_t``.
-
-    Args:
-        track_xy: ``[T, K, 2]`` one track's keypoints, NaN where missing (such triplets are left
-            out).
-        box_sizes: ``[T]`` the person's size in pixels per frame (e.g. box height), so the
-            number does not depend on resolution or distance to the camera.
-
-    Returns:
-        The mean over joints and frames, NaN when no three consecutive samples exist.
-    """
-    xy = np.asarray(track_xy, np.float64)
-    acc = np.linalg.norm(xy[2:] - 2.0 * xy[1:-1] + xy[:-2], axis=-1)  # [T-2, K]
-    acc = acc / np.asarray(box_sizes, np.float64)[1:-1, None]
-    acc = acc[np.isfinite(acc)]
-    return float(acc.mean()) if acc.size else float("nan")
-
-
 class PoseSmoother:
     """Smooths the keypoints of a stream of tracked frames, per track id.
 

@@ -63,8 +63,10 @@ class _Track:
         return self.box + np.tile(shift, 2), self.keypoints + shift + relative
 
 
-def _centre(box: np.ndarray) -> np.ndarray:
-    return 0.5 * (box[:2] + box[2:])
+def box_centre(box_xyxy: np.ndarray) -> np.ndarray:
+    """Centre ``[..., 2]`` of xyxy boxes ``[..., 4]`` (float64)."""
+    box = np.asarray(box_xyxy, np.float64)
+    return 0.5 * (box[..., :2] + box[..., 2:])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -124,12 +126,10 @@ class PoseTracker:
             centre over the observations of the last ``velocity_window`` frames: a detector box
             wobbles with the limbs, and one frame's displacement, extrapolated over a long
             occlusion, would send the prediction far off.
-        min_track_length: shortest track worth keeping, used by :meth:`postfilter` (the online
-            :meth:`update` cannot know a track's length yet).
     """
 
     def __init__(self, max_age: int = 30, oks_threshold: float = 0.3, iou_weight: float = 0.3,
-                 min_track_length: int = 1, iou_threshold: float = 0.3,
+                 iou_threshold: float = 0.3,
                  keypoint_threshold: float = 0.3, velocity_smoothing: float = 0.5,
                  velocity_window: int = 10) -> None:
         if max_age < 0:
@@ -147,7 +147,6 @@ class PoseTracker:
         self.keypoint_threshold = keypoint_threshold
         self.velocity_smoothing = velocity_smoothing
         self.velocity_window = velocity_window
-        self.min_track_length = max(int(min_track_length), 1)
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._frame = -1
@@ -156,11 +155,6 @@ class PoseTracker:
         """Forget all tracks (a new video); ids keep increasing so they stay unique."""
         self._tracks = []
         self._frame = -1
-
-    @property
-    def active_track_ids(self) -> list[int]:
-        """Ids of the tracks that can still be matched (missed at most ``max_age`` frames)."""
-        return [t.track_id for t in self._tracks]
 
     def update(self, poses: Poses) -> Poses:
         """Match this frame's poses to the tracks.
@@ -202,15 +196,11 @@ class PoseTracker:
         for det in free:
             track = _Track(self._next_id, boxes[det].copy(), xy[det].copy(), scores[det].copy(),
                            np.zeros(2), np.zeros_like(xy[det]), frame)
-            track.centres.append((frame, _centre(boxes[det])))
+            track.centres.append((frame, box_centre(boxes[det])))
             self._tracks.append(track)
             ids[det] = track.track_id
             self._next_id += 1
         return poses.with_track_ids(ids)
-
-    def postfilter(self, results: Iterable[FrameResult]) -> Iterator[FrameResult]:
-        """:func:`drop_short_tracks` with this tracker's ``min_track_length`` and ``max_age``."""
-        return drop_short_tracks(results, self.min_track_length, self.max_age)
 
     def _similarity(self, tracks: list[_Track], frame: int, boxes: np.ndarray, xy: np.ndarray,
                     scores: np.ndarray, lost: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -242,12 +232,12 @@ class PoseTracker:
     def _observe(self, track: _Track, frame: int, box: np.ndarray, xy: np.ndarray,
                  scores: np.ndarray) -> None:
         dt = frame - track.last_frame
-        centre = _centre(box)
+        centre = box_centre(box)
         track.centres.append((frame, centre))
         while track.centres[0][0] < frame - self.velocity_window:
             track.centres.popleft()
         if len(track.centres) < 2:  # back after a gap longer than the window: last displacement
-            track.centres.appendleft((track.last_frame, _centre(track.box)))
+            track.centres.appendleft((track.last_frame, box_centre(track.box)))
         frames = np.array([f for f, _ in track.centres], np.float64)
         points = np.stack([c for _, c in track.centres])
         frames -= frames.mean()

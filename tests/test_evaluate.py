@@ -17,7 +17,7 @@ from posecli.eval.evaluate import (
     render_table,
     run_eval,
 )
-from posecli.eval.metrics import JOINT_GROUPS, jitter, left_right_spread, pck, second_differences
+from posecli.eval.metrics import JOINT_GROUPS, jitter, jitter_by_track, left_right_spread, pck, second_differences
 from posecli.types import COCO_SIGMAS
 
 cv2.setNumThreads(1)
@@ -410,3 +410,18 @@ def test_left_right_spread_sees_collapsed_limbs() -> None:
     assert collapsed["p25"] == pytest.approx(0.0) and collapsed["p75"] == pytest.approx(0.2)
     # Bigger boxes, same pixels: smaller spread.
     assert left_right_spread(kp, size * 2)["wrists"]["p50"] == pytest.approx(spread["wrists"]["p50"] / 2)
+
+
+def test_jitter_by_track_groups_rows_of_several_tracks() -> None:
+    # Two interleaved tracks: rows of one track only form triples with each other.
+    rng = np.random.default_rng(9)
+    xy = rng.normal(0.0, 3.0, (8, 17, 2))
+    ids = np.array([1, 2, 1, 2, 1, 2, 1, 2])
+    frames = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    sizes, valid = np.full(8, 10.0), np.ones((8, 17), bool)
+    expected = jitter([(xy[ids == 1], frames[ids == 1], sizes[ids == 1], None),
+                       (xy[ids == 2], frames[ids == 2], sizes[ids == 2], None)])
+    assert jitter_by_track(xy, ids, frames, sizes, valid) == expected
+    assert expected["triples"] == 2 * 2 * 17
+    use = np.array([True, True, True, True, True, True, False, True])  # track 1 loses its last row
+    assert jitter_by_track(xy, ids, frames, sizes, valid, use=use)["triples"] == 3 * 17

@@ -2,11 +2,18 @@ import numpy as np
 import pytest
 
 from posecli.errors import PoseCliError
-from posecli.smooth import OneEuroFilter, PoseSmoother, jitter, savgol_smooth
+from posecli.eval.metrics import jitter as tracks_jitter
+from posecli.smooth import OneEuroFilter, PoseSmoother, savgol_smooth
 from posecli.types import Frame, FrameResult, Poses
 
 FPS = 30.0
 IMAGE = np.zeros((8, 8, 3), np.uint8)
+
+
+def jitter(track_xy, sizes):
+    """Jitter of one gap-free track ``[T, K, 2]`` (NaN = missing), as ``posecli eval`` measures it."""
+    xy = np.asarray(track_xy, np.float64)
+    return tracks_jitter([(xy, np.arange(len(xy)), np.asarray(sizes, np.float64), np.isfinite(xy).all(-1))])["jitter"]
 
 
 def step_trajectory(rng, frames=120, step_at=60, noise=2.0):

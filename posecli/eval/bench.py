@@ -32,6 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
     """
     from scipy.optimize import linear_sum_assignment
 
-    from posecli.eval.metrics import box_size, jitter, pck
+    from posecli.eval.metrics import box_size, jitter_by_track, pck
     from posecli.track import box_iou
 
     rows = [(p.frame, p.track_id, p.box_xywh, p.keypoints) for p in read_pseudo_labels(pseudo_file).moving()]
@@ -180,18 +181,10 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
             if iou[r, c] >= MATCH_IOU:
                 predicted[members[r]] = keypoints[c]
                 matched[members[r]] = True
-    tracks: dict[int, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        tracks[row[1]].append(i)
-    frames = np.array([r[0] for r in rows])
-
-    def track_jitter(xy: np.ndarray, use: np.ndarray) -> dict:
-        return jitter([(xy[idx], frames[idx], sizes[idx], valid[idx]) for idx in
-                       (np.array([i for i in members if use[i]], np.int64) for members in tracks.values())
-                       if len(idx)])
-
+    track_jitter = partial(jitter_by_track, track_ids=np.array([r[1] for r in rows]),
+                           frame_index=np.array([r[0] for r in rows]), size=sizes, valid=valid)
     far = np.where(matched[:, None, None], predicted, np.inf)  # unmatched persons: every joint wrong
-    ours = track_jitter(np.nan_to_num(predicted), matched)
+    ours = track_jitter(np.nan_to_num(predicted), use=matched)
     return {
         "pseudo_labels": str(pseudo_file), "persons": len(rows), "matched": int(matched.sum()),
         "recall": float(matched.mean()),
@@ -199,7 +192,7 @@ def score_against_pseudo_labels(recorded: dict[int, tuple[np.ndarray, ...]], pse
         if matched.any() else None,
         "pck_all": pck(far, reference[..., :2], valid, sizes),
         "jitter": ours["jitter"], "jitter_median": ours["jitter_median"],
-        "reference_jitter": track_jitter(reference[..., :2], np.ones(len(rows), bool))["jitter"],
+        "reference_jitter": track_jitter(reference[..., :2])["jitter"],
     }
 
 

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -37,7 +38,8 @@ import numpy as np
 
 from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
-from posecli.eval.metrics import JOINT_GROUPS, box_size, jitter, left_right_spread, oks_metrics, pck
+from posecli.eval.metrics import (JOINT_GROUPS, box_size, jitter_by_track, left_right_spread, oks_metrics,
+                                  pck)
 from posecli.pseudo_labels import read_pseudo_labels
 from posecli.types import NUM_KEYPOINTS, Detections, Frame
 
@@ -431,10 +433,8 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     for i, (track, _, _, _) in enumerate(reference):
         track_rows[track].append(i)
     frames_idx = np.array([r[1] for r in reference])
-
-    def track_jitter(xy: np.ndarray) -> dict:
-        return jitter([(xy[idx], frames_idx[idx], ref_size[idx], ref_valid[idx])
-                       for idx in (np.array(v) for v in track_rows.values())])
+    track_jitter = partial(jitter_by_track, track_ids=np.array([r[0] for r in reference]), frame_index=frames_idx,
+                           size=ref_size, valid=ref_valid)
 
     def smoothed(xy: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Each track's keypoints through the default smoother of ``posecli run`` (Savitzky–Golay)."""

@@ -193,3 +193,25 @@ def jitter(tracks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     if len(flat) == 0:
         return {"jitter": None, "jitter_median": None, "triples": 0}
     return {"jitter": float(flat.mean()), "jitter_median": float(np.median(flat)), "triples": int(len(flat))}
+
+
+def jitter_by_track(keypoints_xy: np.ndarray, track_ids: np.ndarray, frame_index: np.ndarray, size: np.ndarray,
+                    valid: np.ndarray, use: np.ndarray | None = None) -> dict:
+    """:func:`jitter` of rows of several tracks (one row per person and frame), grouped by track.
+
+    Args:
+        keypoints_xy: R×K×2 positions.
+        track_ids: R track ids.
+        frame_index: R frame numbers.
+        size: R person sizes (pixels).
+        valid: R×K bool, joints to use.
+        use: R bool, rows to include (default: all).
+    """
+    ids = np.asarray(track_ids)
+    keep = np.ones(len(ids), bool) if use is None else np.asarray(use, bool)
+    xy, frames, sizes, ok = (np.asarray(a) for a in (keypoints_xy, frame_index, size, valid))
+    tracks = []
+    for track in dict.fromkeys(ids[keep].tolist()):
+        rows = np.nonzero(keep & (ids == track))[0]
+        tracks.append((xy[rows], frames[rows], sizes[rows], ok[rows]))
+    return jitter(tracks)
