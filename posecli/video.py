@@ -399,12 +399,12 @@ def open_video(path: str | Path) -> VideoSource:
         raise PoseCliError(f"{p}: no such file")
     if p.stat().st_size == 0:
         raise PoseCliError(f"{p.name}: file is empty")
+    import av  # heavy import, only needed when decoding
+
     try:
         source = AvVideoSource(p)
-    except PoseCliError:
-        raise
-    except Exception as exc:  # av.FFmpegError (not a video, index missing, …): try OpenCV
-        log.debug("PyAV cannot open %s (%s); trying OpenCV", p, str(exc).strip()[:200])
+    except av.FFmpegError as exc:  # not a container PyAV reads, index missing, …: try OpenCV
+        log.info("PyAV cannot open %s (%s); trying OpenCV", p, str(exc).strip()[:200])
     else:
         if source.rotation % 360 == 0:
             return source

@@ -410,3 +410,27 @@ def test_vp9_sports2d_all_frames(shared_dir):
     assert len(times) == 230 and source.frames_read == 230 and not source.truncated
     assert np.all(np.diff(times) > 0)
     assert times[-1] == pytest.approx(229 / 30, abs=1e-3)
+
+
+def test_only_decoder_errors_fall_back_to_opencv(tmp_path, monkeypatch):
+    # A PyAV decoding error means "try OpenCV"; any other exception is a bug and must surface.
+    import av
+
+    from posecli import video
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
+    for _ in range(3):
+        writer.write(np.zeros((24, 32, 3), np.uint8))
+    writer.release()
+
+    def fails_with(exc):
+        def init(self, path):
+            raise exc
+        return init
+
+    monkeypatch.setattr(video.AvVideoSource, "__init__", fails_with(av.error.InvalidDataError(1094995529, "bad")))
+    assert isinstance(video.open_video(clip), video.OpenCVVideoSource)
+    monkeypatch.setattr(video.AvVideoSource, "__init__", fails_with(TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        video.open_video(clip)
