@@ -51,9 +51,9 @@ def _option_help(param) -> str:  # noqa: ANN001 - a click option
     elif param.is_flag and param.secondary_opts and default is not None:
         notes.append(f"default: {param.opts[-1] if default else param.secondary_opts[-1]}")
     elif param.show_default and not param.is_flag and default not in (None, (), []):
-        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and param.nargs == 1 else \
-            " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
-        notes.append(f"default: {shown}")
+        values = default if isinstance(default, (list, tuple)) else [default]
+        # A repeatable option's values as one would type them (json,csv), a tuple's spaced (256 192).
+        notes.append("default: " + (" " if param.nargs > 1 else ",").join(map(str, values)))
     low, high = _bounds(param)
     if low is not None and high is not None:
         notes.append(f"{low:g} to {high:g}")
