@@ -97,6 +97,42 @@ def test_rtmdet_finds_the_same_people(rtmdet, yolox, sports_frame):
     assert iou.max(axis=1).min() > 0.5
 
 
+def test_rtmdet_input_keeps_the_frame_aspect(rtmdet, sports_frame):
+    shapes = []
+    network = rtmdet.network
+
+    def spy(blob):
+        shapes.append(blob.shape)
+        return network(blob)
+
+    rtmdet.network = spy
+    try:
+        det = rtmdet(sports_frame)
+    finally:
+        rtmdet.network = network
+    assert shapes == [(1, 3, 256, 416)]  # 1768×994 → 416×234, padded to 256 rows, not 416
+    check_sane(det, sports_frame.image.shape[:2])
+
+
+def test_rtmdet_finds_the_man_on_the_roof(shared_dir, rtmdet):
+    """sports2d_demo: frames checked by eye where the backlit man stands on the roof, his feet at
+    y ≈ 450 and 380-445 px tall; the 320×320 square input found him in none of them."""
+    frames = {20, 50, 60, 90}
+    found = set()
+    with open_source(shared_dir / "data" / "videos" / "sports2d_demo.mp4") as source:
+        for frame in source:
+            if frame.index in frames:
+                boxes = rtmdet(frame).boxes_xyxy
+                centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+                on_roof = ((boxes[:, 1] < 100) & (abs(boxes[:, 3] - 450) < 30) & (boxes[:, 3] - boxes[:, 1] > 340)
+                           & (centre_x > 550) & (centre_x < 700))
+                if on_roof.any():
+                    found.add(frame.index)
+            if frame.index == max(frames):
+                break
+    assert found == frames
+
+
 @pytest.mark.parametrize("name", ["yolox", "rtmdet"])
 def test_detectors_find_the_coco_people(name, request, coco_image):
     detector = request.getfixturevalue(name)
@@ -113,6 +149,16 @@ def test_letterbox_top_left_with_114_padding():
     assert r == pytest.approx(2.08)
     assert padded.shape == (416, 416, 3)
     assert np.all(padded[:208, :416] == 7) and np.all(padded[208:] == 114)
+
+
+@pytest.mark.parametrize("hw, expected", [((100, 200), (224, 416)), ((200, 100), (416, 224)),
+                                          ((994, 1768), (256, 416)), ((416, 416), (416, 416))])
+def test_letterbox_to_the_frame_aspect_pads_to_a_multiple_of_32(hw, expected):
+    image = np.full((*hw, 3), 7, np.uint8)
+    padded, r = letterbox(image, 416, square=False)
+    assert padded.shape == (*expected, 3) and r == pytest.approx(416 / max(hw))
+    h, w = int(hw[0] * r), int(hw[1] * r)
+    assert np.all(padded[:h, :w] == 7) and np.all(padded[h:] == 114) and np.all(padded[:, w:] == 114)
 
 
 class FakeNetwork:
