@@ -226,9 +226,10 @@ def _tiny_config(shared_dir: Path, out: Path, steps: int) -> TrainConfig:
 
 def _fixed_loss(model, config: TrainConfig) -> float:
     """Mean diffusion loss over the 8 training persons, with fixed timesteps and noise."""
-    from posecli.models.diffusion import NoiseSchedule, diffusion_loss
+    from posecli.models.diffusion import NoiseSchedule
     from posecli.models.preprocess import crops_to_tensor
     from posecli.train.loop import build_sources
+    from posecli.train.loss import weighted_diffusion_loss
 
     sources, _ = build_sources(config)
     ds = MixedDataset(sources, [1.0], 8, config.window, config.input_size, AugmentConfig.none(), 0)
@@ -238,8 +239,8 @@ def _fixed_loss(model, config: TrainConfig) -> float:
     with torch.no_grad():
         for seed in range(4):
             g = torch.Generator().manual_seed(seed)
-            losses.append(float(diffusion_loss(model.eval(), NoiseSchedule(model.timesteps), images,
-                                               batch["heatmaps"], batch["weights"], generator=g)))
+            losses.append(float(weighted_diffusion_loss(model.eval(), NoiseSchedule(model.timesteps), images,
+                                                        batch["heatmaps"], batch["weights"], generator=g)))
     return float(np.mean(losses))
 
 
