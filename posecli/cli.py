@@ -393,25 +393,14 @@ def shard(
     max_mb: float = typer.Option(48.0, "--max-mb", min=1.0, help="Largest shard file, MiB."),
 ) -> None:
     """Pack training sets into compact shards (person patches as JPEG) for `posecli train --data DIR`."""
-    from posecli.train.loop import DatasetSpec, TrainConfig, build_sources
-    from posecli.train.shard import is_shard_dir, write_shards
+    from posecli.train.shard import pack_training_sets
 
-    specs = tuple(DatasetSpec.parse(item) for item in data)
-    for spec in specs:
-        if is_shard_dir(spec.path):
-            _fail(f"{spec.path} is already a shard folder")
-    # Teacher labels kept and no suspect rule: labels are stored raw, the rules apply when training.
-    config = TrainConfig(datasets=specs, out_dir=out, window=window, input_size=tuple(input_size),
-                         face_teacher_weight=1.0, drop_lr_suspect=False)
     try:
-        sources, weights = build_sources(config)
-        manifest = write_shards(sources, weights, out, tuple(input_size), window, max_mb,
-                                progress=lambda done, total: typer.echo(f"{done}/{total} persons", err=True))
+        packed = pack_training_sets(data, out, window, tuple(input_size), max_mb,
+                                    progress=lambda done, total: typer.echo(f"{done}/{total} persons", err=True))
     except PoseCliError as exc:
         _fail(str(exc))
-    persons = sum(s["persons"] for s in manifest["sources"])
-    size = sum((out / f).stat().st_size for f in manifest["files"]) / 2**20
-    typer.echo(f"{persons} persons in {len(manifest['files'])} shards ({size:.1f} MiB): {out}")
+    typer.echo(f"{packed.persons} persons in {packed.files} shards ({packed.mib:.1f} MiB): {out}")
 
 
 @app.command(cls=_Command)
@@ -477,9 +466,8 @@ def eval_tracks(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
 ) -> None:
     """Tracking (MOTA, IDF1, id switches) and smoothing (PCK, jitter) against the clips' pseudo-labels."""
-    import json
-
     from posecli.config import PipelineConfig
+    from posecli.eval.evaluate import write_json_atomic
     from posecli.eval.tracking_eval import EVALUATION_CLIPS, TUNING_CLIPS, render_report, run_report
 
     config = PipelineConfig(weights=weights, device=device)
@@ -491,8 +479,7 @@ def eval_tracks(
         _fail(str(exc))
     typer.echo(render_report(report))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1))
+        write_json_atomic(json_out, report)
 
 
 @app.command(cls=_Command)

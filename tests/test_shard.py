@@ -93,3 +93,14 @@ def test_a_failed_packing_leaves_no_shards(shared_dir, tmp_path):
     with pytest.raises(PoseCliError, match="cannot read image"):
         write_shards([lsp], [1.0], tmp_path / "s", INPUT_HW, 3, max_mb=0.01)
     assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_shard_command_refuses_a_shard_folder_as_input(shard, tmp_path):
+    from typer.testing import CliRunner
+
+    from posecli.cli import app
+
+    result = CliRunner().invoke(app, ["shard", "--data", f"{shard}:1.0", "--out", str(tmp_path / "again")])
+    assert result.exit_code == 1
+    assert "is already a shard folder" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "again").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,41 @@ def write_shards(sources: list, mix_weights: list[float], out_dir: str | Path, i
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / MANIFEST)
     return manifest
+
+
+@dataclass(frozen=True)
+class PackedShards:
+    """What :func:`pack_training_sets` wrote."""
+
+    persons: int
+    files: int
+    mib: float
+
+
+def pack_training_sets(data: Sequence[str], out_dir: str | Path, window: int, input_hw: tuple[int, int],
+                       max_mb: float = 48.0, progress=None) -> PackedShards:  # noqa: ANN001 - callback
+    """What ``posecli shard`` does: open the training sets as ``posecli train`` would and pack them.
+
+    Args:
+        data: ``PATH[:WEIGHT]`` training sets, as given to ``posecli train --data``.
+        out_dir, window, input_hw, max_mb, progress: see :func:`write_shards`.
+
+    Raises:
+        PoseCliError: a set is already a shard folder, or cannot be read or packed.
+    """
+    from posecli.train.loop import DatasetSpec, TrainConfig, build_sources  # loop imports this module
+
+    specs = tuple(DatasetSpec.parse(item) for item in data)
+    for spec in specs:
+        if is_shard_dir(spec.path):
+            raise PoseCliError(f"{spec.path} is already a shard folder")
+    # Teacher labels kept and no suspect rule: labels are stored raw, the rules apply when training.
+    config = TrainConfig(datasets=specs, out_dir=Path(out_dir), window=window, input_size=tuple(input_hw),
+                         face_teacher_weight=1.0, drop_lr_suspect=False)
+    sources, weights = build_sources(config)
+    manifest = write_shards(sources, weights, out_dir, tuple(input_hw), window, max_mb, progress=progress)
+    size = sum((Path(out_dir) / f).stat().st_size for f in manifest["files"]) / 2**20
+    return PackedShards(sum(s["persons"] for s in manifest["sources"]), len(manifest["files"]), size)
 
 
 def is_shard_dir(path: str | Path) -> bool:
