@@ -162,9 +162,31 @@ def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: i
     ``None`` take the checkpoint's values."""
     from posecli.models.loading import load_pose_model
 
+    from posecli.config import PipelineConfig
+    from posecli.pipeline import resolve_threads
+
     model = load_pose_model(None if weights_path is None else Path(weights_path), device=device,
                             window=window, steps=steps, seed=seed, batch_size=batch_size)
-    return DiffPoseTopDown.from_model(model, batch_size=batch_size)
+    adapter = DiffPoseTopDown.from_model(model, batch_size=batch_size)
+    # The model's thread count of `posecli run` (one thread on two cores): two threads that wait
+    # for each other on a busy 2-core CPU made the model 2.6× slower per person, measured in one run.
+    adapter.heatmaps = _with_torch_threads(model.heatmaps, resolve_threads(PipelineConfig(), device).model)
+    return adapter
+
+
+def _with_torch_threads(function: Callable[[np.ndarray], np.ndarray], threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``function`` run with ``threads`` torch threads; the caller's count is restored after each call."""
+    import torch
+
+    def call(crops: np.ndarray) -> np.ndarray:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return function(crops)
+        finally:
+            torch.set_num_threads(previous)
+
+    return call
 
 
 # --------------------------------------------------------------------------------------------
