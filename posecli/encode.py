@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 H264 = "libx264"
 MPEG4 = "mp4v"
-# Constant quality 23 (x264's default) and a fast preset: on a 1768×994 clip the overlay takes
-# about 6 ms per frame on one thread, beside the pose model's ~100 ms.
+# Constant quality 23 (x264's default) and a fast preset, measured on the 230 frames of
+# sports2d_demo.mp4 (1768×994) in one run: 26 ms of CPU per frame on one thread (mp4v: 11 ms) for a
+# file 5.2× smaller (2.3 MB against 11.8 MB).
 X264_OPTIONS = {"crf": "23", "preset": "veryfast"}
 
 
