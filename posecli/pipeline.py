@@ -122,16 +122,82 @@ class RunSummary:
 
 @dataclass(frozen=True, eq=False)
 class _Item:
-    """One frame inside the temporal window: its stream position, image and person boxes."""
+    """One frame inside the temporal window: its stream position, image and person boxes.
+
+    ``position`` counts the frames of this stream from 0 as they are read (the numbering of
+    :attr:`Window.key_index <posecli.window.Window.key_index>` and of the box propagation);
+    ``frame.index`` is the frame's number in its source, which is what outputs report.
+    """
 
     position: int
     frame: Frame
     detections: Detections
 
 
-# Key of a crop's features: (stream position, box index) for a frame cropped with its own box i,
-# (stream position, -1 - person, key position) for a frame cropped with a key frame's box.
-CropKey = tuple[int, ...]
+@dataclass(frozen=True)
+class CropKey:
+    """Names one crop of one frame, whose backbone features may serve several windows.
+
+    A frame is cropped either with one of its own boxes (``own_box``: that box's index), or with
+    the box of a person in a key frame (``key_position``, ``key_person``) when no own box matches.
+    """
+
+    position: int  # the cropped frame's stream position
+    own_box: int | None = None
+    key_position: int | None = None
+    key_person: int | None = None
+
+    @property
+    def uses_key_box(self) -> bool:
+        """Cropped with a key frame's box: of use to that key frame's window only."""
+        return self.key_position is not None
+
+
+class _WindowBatcher:
+    """Collects complete windows into batches for the pose model and tracks their results.
+
+    A batch runs once it holds ``batch_size`` persons or ``MAX_PENDING_FRAMES`` windows, or on
+    :meth:`flush`. Results come out in window order; with a ``tracker`` each goes through it (and
+    its tracks feed the ``propagator``, if any); ``keep_ids`` puts the track ids in the results.
+
+    Args:
+        estimate: ``(windows, feature cache) -> [(stream position, FrameResult)]``, one per window.
+    """
+
+    def __init__(self, estimate: Callable[[list[Window[_Item]], dict], list[tuple[int, FrameResult]]],
+                 batch_size: int, tracker: PoseTracker | None, propagator: BoxPropagator | None,
+                 keep_ids: bool, times: StageTimes) -> None:
+        self._estimate = estimate
+        self._batch_size = batch_size
+        self._tracker, self._propagator, self._keep_ids = tracker, propagator, keep_ids
+        self._times = times
+        self._pending: list[Window[_Item]] = []
+        self._persons = 0
+        self._cache: dict[CropKey, torch.Tensor] = {}  # backbone features [C, h, w] of crops still needed
+
+    def add(self, windows: Iterable[Window[_Item]]) -> Iterator[FrameResult]:
+        """Queue complete windows; yields the results of the batches they fill."""
+        for window in windows:
+            self._pending.append(window)
+            self._persons += len(window.key.detections)
+            if self._persons >= self._batch_size or len(self._pending) >= MAX_PENDING_FRAMES:
+                yield from self.flush()
+
+    def flush(self) -> Iterator[FrameResult]:
+        """Run the queued windows now (if any) and yield their results."""
+        if not self._pending:
+            return
+        batch, self._pending, self._persons = self._pending, [], 0
+        for position, result in self._estimate(batch, self._cache):
+            if self._tracker is not None:
+                t0 = time.perf_counter()
+                tracked = self._tracker.update(result.poses)
+                self._times.add("track", t0)
+                if self._propagator is not None:
+                    self._propagator.update(position, tracked)
+                if self._keep_ids:
+                    result = FrameResult(result.frame, tracked)
+            yield result
 
 
 def resolve_device(device: str) -> str:
@@ -296,12 +362,12 @@ class Pipeline:
                     if own:
                         match = person if item is key else _best_match(box, item.detections.boxes_xyxy)
                     if match >= 0:
-                        crop_key: CropKey = (item.position, match)
+                        crop_key = CropKey(item.position, own_box=match)
                         if crop_key not in crops:
                             crops[crop_key] = (item.frame.image,
                                                crop_transform(item.detections.boxes_xyxy[match], input_hw, enlarge))
                     else:
-                        crop_key = (item.position, -1 - person, key.position)
+                        crop_key = CropKey(item.position, key_position=key.position, key_person=person)
                         crops.setdefault(crop_key, (item.frame.image, key_matrix))
                     keys.append(crop_key)
                 plan.append(keys)
@@ -310,11 +376,12 @@ class Pipeline:
         return plan, crops, matrices, owners
 
     def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, torch.Tensor],
-                  times: StageTimes, window: int) -> list[tuple[int, FrameResult]]:
+                  times: StageTimes, lag: int) -> list[tuple[int, FrameResult]]:
         """Run the pose model on every person of a batch of windows; (position, result) per window.
 
         ``cache`` maps crop keys to backbone features computed for earlier batches; it is updated
-        with this batch's and pruned to the crops later windows can still use.
+        with this batch's and pruned to the crops later windows can still use. ``lag``: frames
+        before and after the key frame in a window (δ).
         """
         import torch
 
@@ -338,8 +405,8 @@ class Pipeline:
             xy = heatmaps_to_frame(xy_hm, self.model.stride, np.stack(matrices))
             times.add("dark", t0)
         # Later windows have later key frames, so they need frames from here on, own crops only.
-        first_needed = windows[-1].key.position + 1 - window // 2
-        for crop_key in [k for k in cache if len(k) == 3 or k[0] < first_needed]:
+        first_needed = windows[-1].key.position + 1 - lag
+        for crop_key in [k for k in cache if k.uses_key_box or k.position < first_needed]:
             del cache[crop_key]
         owners_arr = np.asarray(owners, np.int64)
         out = []
@@ -373,34 +440,11 @@ class Pipeline:
             tracking = self.config.tracking
             tracker = PoseTracker(max_age=tracking.max_age, oks_threshold=tracking.oks_threshold,
                                   iou_threshold=tracking.iou_threshold)
+        # A key frame's window is complete δ frames after it is read: the lag of the poses.
+        lag = window // 2
         windows: TemporalWindows[_Item] = TemporalWindows(window)
-        pending: list[Window[_Item]] = []
-        persons = 0
-        cache: dict[CropKey, torch.Tensor] = {}  # backbone features [C, h, w] of crops still needed
-
-        def flush() -> Iterator[FrameResult]:
-            nonlocal pending, persons
-            if not pending:
-                return
-            batch, pending, persons = pending, [], 0
-            for position, result in self._estimate(batch, cache, times, window):
-                if tracker is not None:
-                    t0 = time.perf_counter()
-                    tracked = tracker.update(result.poses)
-                    times.add("track", t0)
-                    if propagator is not None:
-                        propagator.update(position, tracked)
-                    if keep_ids:
-                        result = FrameResult(result.frame, tracked)
-                yield result
-
-        def ready(items: Iterable[Window[_Item]]) -> Iterator[FrameResult]:
-            nonlocal persons
-            for window in items:
-                pending.append(window)
-                persons += len(window.key.detections)
-                if persons >= self.model.batch_size or len(pending) >= MAX_PENDING_FRAMES:
-                    yield from flush()
+        batcher = _WindowBatcher(lambda batch, cache: self._estimate(batch, cache, times, lag),
+                                 self.model.batch_size, tracker, propagator, keep_ids, times)
 
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads.model)
@@ -412,20 +456,23 @@ class Pipeline:
                     if self.threads.prefetch:
                         times.add("wait", t0, gpu=False)
                     if detections is None:
-                        # Poses are known up to δ+1 frames back once the pending batch is run. If
-                        # the latest detector frame is that fresh, its boxes are used (moved by the
-                        # tracks' motion) and the batch can keep filling; else the poses are needed.
-                        if propagator.latest_detection < position - 1 - window // 2:
-                            yield from flush()
+                        # The boxes of a frame the detector skips are the latest detector boxes,
+                        # moved by their tracks' motion, so those tracks must have seen that
+                        # detector frame's poses. A flush gives the poses up to this frame's
+                        # predecessor's key frame; only if the latest detection is older than
+                        # that must the batch be run now instead of filling further.
+                        newest_key_after_flush = position - 1 - lag
+                        if propagator.latest_detection < newest_key_after_flush:
+                            yield from batcher.flush()
                         t0 = time.perf_counter()
                         detections = propagator.boxes(position, frame.image.shape[:2])
                         times.add("propagate", t0)
                     elif propagator is not None:
                         propagator.detected(position, detections)
-                    yield from ready(windows.push(_Item(position, frame, detections)))
+                    yield from batcher.add(windows.push(_Item(position, frame, detections)))
                     t0 = time.perf_counter()
-            yield from ready(windows.flush())
-            yield from flush()
+            yield from batcher.add(windows.flush())
+            yield from batcher.flush()
         finally:
             torch.set_num_threads(previous_threads)
 
