@@ -142,12 +142,14 @@ def test_a_killed_driver_is_rerun_with_skip_existing(env, tmp_path):
     clips, plain, home = env
     out = tmp_path / "out"
     command = [sys.executable, "-m", "posecli.cli", "run", str(clips), "--out", str(out), "--ray", "--workers", "1"]
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**without_loopback_variable(), "POSECLI_HOME": str(home)})
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                  env={**without_loopback_variable(), "POSECLI_HOME": str(home)})
     try:
         deadline = time.monotonic() + 300
         while not (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())):
-            assert driver.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.01)
         assert listening_addresses(driver.pid) <= {"127.0.0.1"}  # the driver's local Ray: loopback only
         os.kill(driver.pid, signal.SIGKILL)
