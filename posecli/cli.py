@@ -17,7 +17,6 @@ from typer.core import TyperCommand, TyperGroup
 
 from posecli import __version__
 from posecli.errors import PoseCliError
-from posecli.memory import limit_heap_growth
 
 
 def _value_name(param) -> str:  # noqa: ANN001 - a click parameter
@@ -258,7 +257,6 @@ def run(
         tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
         smooth=smooth, formats=_split_formats(formats), overlay=overlay, photos=photos, coco_dataset=coco_dataset,
     )
-    limit_heap_growth()  # peak memory flat in the video's length: see posecli.memory
     try:
         ray = None
         if use_ray or ray_address is not None:
