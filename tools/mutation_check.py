@@ -5,9 +5,12 @@ a factor dropped) in ``crop``, ``decode``, ``track`` or ``models/diffusion``. Fo
 package and the tests are copied to a temporary folder, the edit is applied to the copy only,
 and the test files that cover that module run there (``pytest -x``). A mutant is *caught* when
 the tests fail, *survives* when they pass. The checkout itself is never edited, so an
-interrupted run (Ctrl-C) leaves nothing behind.
+interrupted run (Ctrl-C) leaves nothing behind. The ``guard-*`` mutants break the
+pre-/post-processing around the network and run only ``tests/test_model_guard.py`` (the shipped
+model on labelled data from ``../shared``), to show that the guard alone notices them.
 
-Not part of the default test run (it runs the covering tests once per mutant, ~2 minutes)::
+Not part of the default test run (it runs the covering tests once per mutant, ~2–3 minutes on
+two idle cores)::
 
     python tools/mutation_check.py            # all mutants; exit code 1 if any survives
     python tools/mutation_check.py --list     # names only
