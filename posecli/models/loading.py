@@ -33,7 +33,7 @@ from .onnx_trunk import onnx_trunk_or_none
 from .predictor import HeatmapPredictor
 
 # The manifest entry `posecli run` uses when no --weights is given.
-DEFAULT_POSE_WEIGHTS = "diffpose.coco17-v1"
+DEFAULT_POSE_WEIGHTS = "diffpose.coco17-v2"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Person-windows per model call on a CPU: beyond this the per-call overhead is amortised
