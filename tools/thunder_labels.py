@@ -6,8 +6,8 @@ one (``vtest``, ``mmpose_demo``), boxes and track ids come from a ``posecli run`
 (detector + tracker), written as a pseudo-label file first. Both a raw (per-frame) and a
 temporally smoothed file are written::
 
-    python tools/thunder_labels.py --out runs/labels                    # every shared clip
-    python tools/thunder_labels.py --out runs/labels sports2d_demo      # some
+    POSECLI_HOME=../shared python tools/thunder_labels.py --out runs/labels       # every shared clip
+    POSECLI_HOME=../shared python tools/thunder_labels.py --out runs/labels vtest # some
 """
 
 from __future__ import annotations
