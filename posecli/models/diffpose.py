@@ -24,13 +24,14 @@ Deviations from the paper (all deliberate, for CPU training/inference and the we
       bilinear upsampling to 1/4.
     * Heatmap signal range (2h − 1)·signal_scale with signal_scale 1.0 (DiffusionDet-style), cosine
       schedule with T = 1000; DDIM with 1-4 steps, intermediate x̂0 clipped to the signal range;
-      optional hypotheses are averaged as heatmaps; the initial noise is drawn per item
-      from a re-seeded generator, so results do not depend on batching.
+      the initial noise is drawn per item from a re-seeded generator, so results do not depend
+      on batching.
     * Backbone input: ImageNet mean/std normalized RGB, converted inside the backbone to the
       (pixel − 127)/128 range its TensorFlow weights expect; TF "SAME" padding kept.
     * Window: default T = 3 (a short window for CPU cost); T = 1 (single frame) is supported, and
       single images are fed as T replicated frames.
-    * Loss: visibility-masked L2 on x̂0 only (no auxiliary losses).
+    * Loss: visibility-masked L2 on x̂0 (no auxiliary losses), by default with the heatmap peaks
+      weighted and half the timesteps from the top of the schedule (``train/loss.py``).
 """
 
 from __future__ import annotations
