@@ -61,6 +61,19 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def detector_home(shared_dir: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A POSECLI_HOME holding only the YOLOX-nano detector (as if downloaded), and an empty cache."""
+    import shutil
+
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    shutil.copy(shared_dir / "weights" / "yolox_nano.onnx", home / "weights")
+    monkeypatch.setenv("POSECLI_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return home
+
+
 def cut_clip(source: Path, target: Path, first: int, count: int) -> Path:
     """Write frames ``first … first+count-1`` of ``source`` to ``target`` (mp4v), for short real inputs."""
     import cv2

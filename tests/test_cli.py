@@ -17,13 +17,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(shared_dir, tmp_path, monkeypatch):
+def env(detector_home, monkeypatch):
     """POSECLI_HOME with the detector (as if downloaded), and no network."""
-    home = tmp_path / "home"
-    (home / "weights").mkdir(parents=True)
-    shutil.copy(shared_dir / "weights" / "yolox_nano.onnx", home / "weights")
-    monkeypatch.setenv("POSECLI_HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    home = detector_home
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable")

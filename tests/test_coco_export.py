@@ -35,13 +35,8 @@ def test_dataset_file_is_read_by_file_name(shared_dir, tmp_path):
 
 
 @pytest.fixture
-def env(shared_dir, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    (home / "weights").mkdir(parents=True)
-    shutil.copy(shared_dir / "weights" / "yolox_nano.onnx", home / "weights")
-    monkeypatch.setenv("POSECLI_HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return home
+def env(detector_home):
+    return detector_home
 
 
 @pytest.mark.slow

@@ -19,13 +19,8 @@ PHOTOS = ("coco_000000000785.jpg", "coco_000000040083.jpg", "coco_000000196141.j
 
 
 @pytest.fixture
-def env(shared_dir, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    (home / "weights").mkdir(parents=True)
-    shutil.copy(shared_dir / "weights" / "yolox_nano.onnx", home / "weights")
-    monkeypatch.setenv("POSECLI_HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return home
+def env(detector_home):
+    return detector_home
 
 
 def photo_folder(shared_dir: Path, folder: Path, names=PHOTOS) -> Path:
