@@ -391,18 +391,20 @@ BF16_JUMPS = 0.08
 def test_bfloat16_keypoints_are_close_to_float32_on_real_crops(shared_dir, shipped_weights, one_thread):
     frames = _frames(shared_dir, MULTI, 10)
     detector = BoxesFileDetector(shared_dir / "data" / "videos" / f"{MULTI}.pseudo.json")
+    models = {dtype: load_pose_model(shipped_weights, device="cpu", window=3, steps=1, seed=0, batch_size=8,
+                                     dtype=dtype) for dtype in ("float32", "bfloat16")}
+    hw, enlarge = models["float32"].input_hw, models["float32"].crop_enlarge
     windows, matrices, sizes = [], [], []
     for t in range(1, 9):
         for box in detector(frames[t]).boxes_xyxy:
-            matrix = crop_transform(box, (256, 192))
-            windows.append(np.stack([warp_crop(frames[s].image, matrix, (256, 192)) for s in (t - 1, t, t + 1)]))
+            matrix = crop_transform(box, hw, enlarge)
+            windows.append(np.stack([warp_crop(frames[s].image, matrix, hw) for s in (t - 1, t, t + 1)]))
             matrices.append(matrix)
             sizes.append(np.sqrt((box[2] - box[0]) * (box[3] - box[1])))
     assert len(windows) > 20
     windows = np.stack(windows)
     keypoints = {}
-    for dtype in ("float32", "bfloat16"):
-        model = load_pose_model(shipped_weights, device="cpu", window=3, steps=1, seed=0, batch_size=8, dtype=dtype)
+    for dtype, model in models.items():
         xy, _ = dark_decode(model.heatmaps(windows))
         keypoints[dtype] = heatmaps_to_frame(xy, model.stride, np.stack(matrices))
     error = np.linalg.norm(keypoints["float32"] - keypoints["bfloat16"], axis=-1)
