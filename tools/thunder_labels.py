@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from posecli.models.movenet import load_movenet
-    from posecli.train.relabel import relabel_clip
+    from posecli.train.relabel import relabel_clip, smooth_labels
 
     torch.set_num_threads(2)
     model = load_movenet(args.trunk)
@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         pseudo = videos / f"{name}.pseudo.json"
         if not pseudo.is_file():
             pseudo = boxes_from_run(videos / f"{name}.mp4", args.out / f"{name}.boxes.pseudo.json")
-        relabel_clip(pseudo, args.out / f"{name}.thunder.pseudo.json", model)
-        relabel_clip(pseudo, args.out / f"{name}.thunder-smooth.pseudo.json", model, smooth_window=SMOOTH_WINDOW)
+        raw = args.out / f"{name}.thunder.pseudo.json"
+        relabel_clip(pseudo, raw, model)
+        smooth_labels(raw, args.out / f"{name}.thunder-smooth.pseudo.json", SMOOTH_WINDOW)
         print(name, file=sys.stderr)
     return 0
 

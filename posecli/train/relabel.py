@@ -3,7 +3,7 @@
 ``relabel_clip`` reads a ``*.pseudo.json`` (boxes and tracks of the shared clips), runs Thunder
 (our PyTorch port, ``models/movenet.py``) top-down on each box with Thunder's own framing (square
 crop of 1.15 × the longer box side, 256×256) and writes a file of the same format whose keypoints
-are Thunder's, confidence kept. With ``smooth_window`` > 1 each track's joints are smoothed over
+are Thunder's, confidence kept. ``smooth_labels`` smooths each track's joints of such a file over
 time (``smooth.savgol_smooth``): training targets that are consistent from frame to frame, which a
 model that sees the neighbouring frames can learn from and a single-frame model cannot.
 """
@@ -54,21 +54,18 @@ def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray)
     return xy.astype(np.float32), scores.numpy().astype(np.float32)
 
 
-def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet,
-                 smooth_window: int = 1) -> dict:
-    """Write Thunder teacher labels for every annotation of a pseudo-labelled clip.
+def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet) -> dict:
+    """Write Thunder teacher labels (per frame) for every annotation of a pseudo-labelled clip.
 
     Args:
         pseudo_json: source ``*.pseudo.json`` (its boxes, tracks and frames are kept).
         out_json: destination (written atomically); its ``videos[0].file_name`` is the clip's
             absolute path, so the file can live anywhere.
         model: MoveNet Thunder.
-        smooth_window: Savitzky–Golay window over each track's frames (1 = raw per-frame labels).
 
     Returns:
-        Summary: annotations, frames, mean confidence.
+        Summary: annotations, mean confidence.
     """
-    from posecli.smooth import savgol_smooth
     from posecli.video import open_video
 
     src = Path(pseudo_json)
@@ -93,33 +90,47 @@ def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet,
                 ann["num_keypoints"] = int((s >= 0.3).sum())
     finally:
         source.close()
-    if smooth_window > 1:
-        tracks: dict[int, list[dict]] = defaultdict(list)
-        for ann in data["annotations"]:
-            tracks[ann["track_id"]].append(ann)
-        for anns in tracks.values():
-            anns.sort(key=lambda a: frame_of[a["image_id"]])
-            frames = np.array([frame_of[a["image_id"]] for a in anns])
-            kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
-            # Dense frame axis (NaN where the track is absent) so that gaps are gaps.
-            dense = np.full((frames.max() - frames.min() + 1, kp.shape[1], 2), np.nan)
-            conf = np.zeros(dense.shape[:2])
-            dense[frames - frames.min()] = kp[..., :2]
-            conf[frames - frames.min()] = kp[..., 2]
-            smoothed = savgol_smooth(dense, conf, window=smooth_window, polyorder=2, score_threshold=0.0)
-            for a, f, row in zip(anns, frames, kp):
-                s = smoothed[f - frames.min()]
-                row[:, :2] = np.where(np.isfinite(s), s, row[:, :2])
-                a["keypoints"] = row.round(2).ravel().tolist()
     video["file_name"] = str(video_path)
     data.setdefault("info", {})["teacher"] = {"model": "movenet-thunder (posecli port)", "crop": "square 1.15x",
-                                              "smooth_window": smooth_window, "source": src.name}
-    out = Path(out_json)
+                                              "source": src.name}
+    _write_json(out_json, data)
+    conf = [k for a in data["annotations"] for k in a["keypoints"][2::3]]
+    summary = {"annotations": len(data["annotations"]), "mean_confidence": float(np.mean(conf)) if conf else 0.0}
+    log.info("relabelled %s → %s: %s", src.name, out_json, summary)
+    return summary
+
+
+def smooth_labels(pseudo_json: str | Path, out_json: str | Path, window: int) -> None:
+    """Each track's keypoints of a pseudo-label file smoothed over its frames (Savitzky–Golay,
+    ``smooth.savgol_smooth``, order 2), confidences kept; written atomically to ``out_json``."""
+    from posecli.smooth import savgol_smooth
+
+    data = json.loads(Path(pseudo_json).read_text())
+    frame_of = {im["id"]: im["frame_index"] for im in data["images"]}
+    tracks: dict[int, list[dict]] = defaultdict(list)
+    for ann in data["annotations"]:
+        tracks[ann["track_id"]].append(ann)
+    for anns in tracks.values():
+        anns.sort(key=lambda a: frame_of[a["image_id"]])
+        frames = np.array([frame_of[a["image_id"]] for a in anns])
+        kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
+        # Dense frame axis (NaN where the track is absent) so that gaps are gaps.
+        dense = np.full((frames.max() - frames.min() + 1, kp.shape[1], 2), np.nan)
+        conf = np.zeros(dense.shape[:2])
+        dense[frames - frames.min()] = kp[..., :2]
+        conf[frames - frames.min()] = kp[..., 2]
+        smoothed = savgol_smooth(dense, conf, window=window, polyorder=2, score_threshold=0.0)
+        for a, f, row in zip(anns, frames, kp):
+            s = smoothed[f - frames.min()]
+            row[:, :2] = np.where(np.isfinite(s), s, row[:, :2])
+            a["keypoints"] = row.round(2).ravel().tolist()
+    data.setdefault("info", {}).setdefault("teacher", {})["smooth_window"] = window
+    _write_json(out_json, data)
+
+
+def _write_json(path: str | Path, data: dict) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, out)
-    conf = [k for a in data["annotations"] for k in a["keypoints"][2::3]]
-    summary = {"annotations": len(data["annotations"]), "mean_confidence": float(np.mean(conf)) if conf else 0.0}
-    log.info("relabelled %s → %s: %s", src.name, out, summary)
-    return summary
