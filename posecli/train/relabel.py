@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posecli.crop import apply_affine, crop_transform, invert_affine, warp_crop
+from posecli.crop import crop_transform, warp_crop
+from posecli.decode import heatmaps_to_frame
+from posecli.models.diffpose_movenet import movenet_to_heatmap_xy
 from posecli.models.movenet import MoveNet, decode_single_pose
 
 log = logging.getLogger("posecli.train")
@@ -48,10 +50,9 @@ def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
         yx, scores = decode_single_pose(model(x))
-    # Cells × 4 are measured from the crop's outer edge: −0.5 for pixel centres at integers.
-    uv = yx.flip(-1).numpy().astype(np.float64) * 4.0 - 0.5
-    xy = np.stack([apply_affine(p, invert_affine(m)) for p, m in zip(uv, mats)])
-    return xy.astype(np.float32), scores.numpy().astype(np.float32)
+    # The same cell → frame mapping as DiffPose v2's prior (heatmap pixels, then the inverse crop).
+    xy = heatmaps_to_frame(movenet_to_heatmap_xy(yx).numpy(), 4, np.stack(mats))
+    return xy, scores.numpy().astype(np.float32)
 
 
 def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet) -> dict:
