@@ -336,6 +336,12 @@ def train(
     teacher_weight: float = typer.Option(0.0, "--teacher-weight", min=0.0,
                                          help="diffpose-movenet: loss weight of unlabelled joints learnt from "
                                               "the MoveNet prior (0: unused)."),
+    prior_scores: bool = typer.Option(False, "--prior-scores",
+                                      help="diffpose-movenet: labelled joints keep the MoveNet prior's "
+                                           "scores as target peaks (instead of 1)."),
+    mirror_prior: bool = typer.Option(False, "--mirror-prior",
+                                      help="diffpose-movenet: the prior merges MoveNet on each crop and on "
+                                           "its mirror image (two trunk passes)."),
     still_motion_prob: float = typer.Option(1.0, "--still-motion-prob", min=0.0, max=1.0,
                                             help="Share of still images given synthetic motion (the rest "
                                                  "are repeated frames)."),
@@ -365,11 +371,14 @@ def train(
     from posecli.train.loop import DatasetSpec, TrainConfig
     from posecli.train.loop import train as train_model
 
+    if (mirror_prior or prior_scores) and arch != "diffpose-movenet":
+        _fail("--mirror-prior and --prior-scores need --arch diffpose-movenet")
     logging.getLogger("posecli").setLevel(logging.INFO)
     config = TrainConfig(
         datasets=tuple(DatasetSpec.parse(item) for item in data), out_dir=out, val_json=val, steps=steps,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, stop_after=stop_after, resume=resume,
         init_checkpoint=init, arch=arch, trunk=trunk, crop_enlarge=crop_enlarge, teacher_weight=teacher_weight,
+        prior_scores=prior_scores, model_kwargs={"mirror_prior": True} if mirror_prior else {},
         window=window, frozen_stages=frozen_stages, input_size=tuple(input_size),
         augment=AugmentConfig(still_motion_prob=still_motion_prob),
         face_teacher_weight=face_teacher_weight, fg_weight=fg_weight, high_t_fraction=high_t_fraction,

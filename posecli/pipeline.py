@@ -303,7 +303,7 @@ class Pipeline:
         return 1 if self.config.boxes_file is not None else self.config.detect_every
 
     def _trunk_threads(self) -> int:
-        """Threads of onnxruntime's MoveNet layers: the model's, or, where detection does not run
+        """Threads of OpenVINO's MoveNet layers: the model's, or, where detection does not run
         beside the model (no prefetch thread), the detector's cores too. On the 2-core CPU that is
         2 threads, measured 1.23× the person-frames/s of 1 on sports2d_demo (13.7 vs 11.1)."""
         if self.threads.prefetch > 0:

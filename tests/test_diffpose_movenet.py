@@ -10,12 +10,14 @@ import torch
 
 from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
-from posecli.models.diffpose_movenet import DiffPoseMoveNet, movenet_to_heatmap_xy, render_gaussians
+from posecli.models.diffpose_movenet import (MIRROR_AGREE_PX, DiffPoseMoveNet, merge_mirrored, movenet_to_heatmap_xy,
+                                             render_gaussians)
 from posecli.models.diffusion import DDIMSampler, NoiseSchedule
 from posecli.models.movenet import decode_single_pose, movenet_spec, read_tfjs_weights
 from posecli.models.predictor import HeatmapPredictor
 from posecli.models.preprocess import RAW_MEAN_RGB, RAW_STD_RGB
-from posecli.train.loss import _encode_distinct
+from posecli.train.loss import _encode_distinct, weighted_diffusion_loss
+from posecli.types import COCO_FLIP_INDEX
 
 SIDE = (256, 256)
 
@@ -130,17 +132,89 @@ def test_encoding_only_distinct_frames_changes_nothing(thunder) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_onnxruntime_trunk_agrees_with_pytorch(thunder, person) -> None:
-    from posecli.models.onnx_trunk import OnnxTrunk
+def test_openvino_trunk_agrees_with_pytorch(thunder, person) -> None:
+    from posecli.models.openvino_trunk import OpenVinoTrunk
 
     image, box = person
     crops = np.stack([warp_crop(image, crop_transform(box * s, SIDE, enlarge=1.15), SIDE)[..., ::-1]
                       for s in (1.0, 0.9)])
     rgb = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    runner = OnnxTrunk(thunder.trunk, SIDE, threads=1)
+    runner = OpenVinoTrunk(thunder.trunk, SIDE, threads=1)
     with torch.inference_mode():
         ours = thunder.encode_frames(rgb, runner)
         reference = thunder.encode_frames(rgb)
     torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-3)
     parts = thunder.layout.unpack(ours)
     assert parts["prior_xy"].shape == (2, 17, 2) and float(parts["prior_score"].max()) > 0.5
+
+
+def test_merge_mirrored_maps_back_averages_agreement_and_keeps_the_confident_one() -> None:
+    width = 48  # anisotropic crop: the mirror is about x = (w - 1) / 2, y untouched
+    torch.manual_seed(3)
+    xy = torch.rand(2, 17, 2) * torch.tensor([width - 1.0, 63.0])
+    score = torch.rand(2, 17)
+    index = list(COCO_FLIP_INDEX)
+    mirrored = xy[:, index].clone()  # the mirror view's own joint order and pixels
+    mirrored[..., 0] = (width - 1) - mirrored[..., 0]
+    exact = merge_mirrored(xy, score, mirrored, score[:, index], width)
+    torch.testing.assert_close(exact[..., :2], xy)  # a perfectly mirrored finding changes nothing
+    # One joint found 1 px to the right in the mirror view (= 1 px left after mapping back): the mean.
+    shifted = mirrored.clone()
+    shifted[0, 9, 0] += 1.0  # mirror view's left wrist = the crop's right wrist (10)
+    mean = merge_mirrored(xy, score, shifted, score[:, index], width)
+    assert float(mean[0, 10, 0]) == pytest.approx(float(xy[0, 10, 0]) - 0.5, abs=1e-5)
+    # Far apart: the more confident view wins, whichever it is; the score is the mean of both.
+    far = mirrored.clone()
+    far[1, 5, 1] += MIRROR_AGREE_PX + 2.0  # the crop's right shoulder (6), lower in the mirror view
+    low, high = score.clone(), score[:, index].clone()
+    low[1, 6], high[1, 5] = 0.2, 0.9
+    picked = merge_mirrored(xy, low, far, high, width)
+    assert float(picked[1, 6, 1]) == pytest.approx(float(xy[1, 6, 1]) + MIRROR_AGREE_PX + 2.0, abs=1e-5)
+    assert float(picked[1, 6, 2]) == pytest.approx(0.55, abs=1e-6)
+    kept = merge_mirrored(xy, high[:, index], far, low[:, index], width)
+    torch.testing.assert_close(kept[1, 6, :2], xy[1, 6])
+
+
+def test_mirror_view_lines_up_with_the_crop_on_real_people(thunder, shared_dir: Path) -> None:
+    """MoveNet is nearly mirror-symmetric: on real crops its mirrored decode, mapped back, lands on
+    the direct decode with no systematic x offset (an off-by-one mirror shifts it by 0.77 px)."""
+    data = json.loads((shared_dir / "data/lspet/val.json").read_text())
+    images = {i["id"]: i for i in data["images"]}
+    crops = []
+    for ann in data["annotations"][:8]:
+        x, y, w, h = ann["bbox"]
+        image = cv2.imread(str(shared_dir / "data/lspet/images" / images[ann["image_id"]]["file_name"]))
+        crops.append(warp_crop(image, crop_transform(np.array([x, y, x + w, y + h]), SIDE, enlarge=1.15), SIDE))
+    rgb = torch.from_numpy(np.ascontiguousarray(np.stack(crops)[..., ::-1])).permute(0, 3, 1, 2).float()
+    mirror = DiffPoseMoveNet(thunder.init_kwargs["trunk"], window=3, input_size=SIDE, mirror_prior=True).eval()
+    mirror.trunk.load_state_dict(thunder.trunk.state_dict())
+    with torch.inference_mode():
+        direct = thunder.layout.unpack(thunder.encode_frames(rgb))
+        merged = mirror.layout.unpack(mirror.encode_frames(rgb))
+    moved = merged["prior_xy"] - direct["prior_xy"]  # half the mirror view's disagreement where averaged
+    averaged = moved.norm(dim=-1) < MIRROR_AGREE_PX / 2
+    assert float(averaged.float().mean()) > 0.6
+    assert abs(float(moved[..., 0][averaged].mean())) < 0.15
+    assert float(moved.norm(dim=-1).median()) > 0.05  # the mirror view did contribute
+    # Everything but the prior is the crop's own.
+    torch.testing.assert_close(merged["heat"], direct["heat"])
+    torch.testing.assert_close(merged["tokens"], direct["tokens"])
+
+
+def test_prior_scores_make_the_untrained_model_exact_on_labels_at_its_own_keypoints(thunder) -> None:
+    """With ``prior_scores`` a label where MoveNet put the joint asks for MoveNet's own heatmap
+    (its score as peak): the untrained model (x̂0 = prior) has zero loss; with peaks of 1 it has not."""
+    torch.manual_seed(2)
+    small = DiffPoseMoveNet(thunder.init_kwargs["trunk"], window=3, input_size=(64, 64)).eval()
+    small.trunk.load_state_dict(thunder.trunk.state_dict())
+    images = (torch.rand(2, 1, 3, 64, 64) * 255).repeat(1, 3, 1, 1, 1)
+    with torch.inference_mode():
+        parts = small.layout.unpack(small.encode_frames(images[:, 1]))
+    labels = render_gaussians(parts["prior_xy"], torch.ones(2, 17), small.heatmap_size, small.prior_sigma)
+    visibility = torch.ones(2, 17)
+    to_key = torch.eye(2, 3).expand(2, 3, 2, 3)
+    schedule = NoiseSchedule(1000, "cosine")
+    losses = [float(weighted_diffusion_loss(small, schedule, images, labels, visibility, torch.Generator().manual_seed(0),
+                                            to_key=to_key, prior_scores=flag).detach()) for flag in (True, False)]
+    assert losses[0] < 1e-8
+    assert losses[1] > 1e-3

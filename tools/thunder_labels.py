@@ -4,7 +4,8 @@ For a clip with a shared ``<name>.pseudo.json`` its boxes and tracks are kept an
 keypoints replace the old teacher's (``posecli.train.relabel.relabel_clip``). For a clip without
 one (``vtest``, ``mmpose_demo``), boxes and track ids come from a ``posecli run`` of the clip
 (detector + tracker), written as a pseudo-label file first. Both a raw (per-frame) and a
-temporally smoothed file are written::
+temporally smoothed file are written (``--mirror``: Thunder on each crop and on its mirror image,
+merged as DiffPose v2's prior is)::
 
     POSECLI_HOME=../shared python tools/thunder_labels.py --out runs/labels       # every shared clip
     POSECLI_HOME=../shared python tools/thunder_labels.py --out runs/labels vtest # some
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("clips", nargs="*", help="clip names (default: every video in shared/data/videos)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--trunk", type=Path, default=SHARED / "weights/movenet-thunder.json")
+    parser.add_argument("--mirror", action="store_true",
+                        help="merge Thunder on each crop and its mirror image (files *.thunder-mirror*)")
     args = parser.parse_args(argv)
 
     import torch
@@ -70,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         pseudo = videos / f"{name}.pseudo.json"
         if not pseudo.is_file():
             pseudo = boxes_from_run(videos / f"{name}.mp4", args.out / f"{name}.boxes.pseudo.json")
-        raw = args.out / f"{name}.thunder.pseudo.json"
-        relabel_clip(pseudo, raw, model)
-        smooth_labels(raw, args.out / f"{name}.thunder-smooth.pseudo.json", SMOOTH_WINDOW)
+        kind = "thunder-mirror" if args.mirror else "thunder"
+        raw = args.out / f"{name}.{kind}.pseudo.json"
+        relabel_clip(pseudo, raw, model, args.mirror)
+        smooth_labels(raw, args.out / f"{name}.{kind}-smooth.pseudo.json", SMOOTH_WINDOW)
         print(name, file=sys.stderr)
     return 0
 

@@ -29,7 +29,7 @@ from posecli.types import ModelInfo
 from .checkpoint import load_checkpoint
 from .diffpose import HEATMAP_STRIDE
 from .diffusion import DDIMSampler, NoiseSchedule
-from .onnx_trunk import onnx_trunk_or_none
+from .openvino_trunk import openvino_trunk_or_none
 from .predictor import HeatmapPredictor
 
 # The manifest entry `posecli run` uses when no --weights is given.
@@ -131,8 +131,8 @@ class PoseModel:
         if config["arch"] == "diffpose-movenet":
             self.predictor.model.trunk.to(memory_format=torch.channels_last)
             if device == "cpu" and not compile:
-                self.predictor.trunk_runner = onnx_trunk_or_none(self.predictor.model.trunk, self.input_hw,
-                                                                 threads or torch.get_num_threads())
+                self.predictor.trunk_runner = openvino_trunk_or_none(self.predictor.model.trunk, self.input_hw,
+                                                                     threads or torch.get_num_threads())
         if compile:
             _compile_network(self.predictor.model)
         self.info = ModelInfo(name=name, sha256=sha256, window=self.window, steps=steps)
@@ -197,7 +197,7 @@ def load_pose_model(weights: Path | None, *, device: str, window: int | None, st
         batch_size: person-windows per model call; None sizes it (:func:`auto_batch_size`).
         dtype: see :func:`resolve_dtype`.
         compile: run the network through ``torch.compile`` (see :func:`_compile_network`).
-        threads: CPU threads of the model (onnxruntime's for MoveNet's layers; None: torch's).
+        threads: CPU threads of the model (OpenVINO's for MoveNet's layers; None: torch's).
 
     Raises:
         PoseCliError: weights missing or with a wrong sha256, or options that do not fit them.

@@ -102,6 +102,8 @@ class TrainConfig:
         crop_enlarge: crop region as a multiple of the person box (``crop.crop_transform``).
         teacher_weight: loss weight of unlabelled joints learnt from the model's MoveNet prior
             (``diffpose-movenet``; see ``train/loss.py``).
+        prior_scores: labelled joints' target peaks are the MoveNet prior's scores, not 1
+            (``diffpose-movenet``; see ``train/loss.py``).
         frozen_stages: EfficientNet-Lite0 stages frozen (stem + first N).
         model_kwargs: other ``DiffPose`` keyword arguments (widths, depths, timesteps).
         sigma: target Gaussian sigma in heatmap pixels.
@@ -147,6 +149,7 @@ class TrainConfig:
     input_size: tuple[int, int] = (256, 192)
     crop_enlarge: float = BOX_ENLARGE
     teacher_weight: float = 0.0
+    prior_scores: bool = False
     frozen_stages: int = 3
     model_kwargs: dict = field(default_factory=dict)
     sigma: float = HEATMAP_SIGMA
@@ -433,6 +436,12 @@ def _train(config: TrainConfig, out: Path) -> Path:
                            enlarge=config.crop_enlarge)
     mean, std = input_normalisation(config)
     movenet = config.arch == "diffpose-movenet"
+    # MoveNet's layers are frozen: on the CPU OpenVINO runs them (3× PyTorch eager), as at inference.
+    trunk = None
+    if movenet and device.type == "cpu":
+        from posecli.models.openvino_trunk import openvino_trunk_or_none
+
+        trunk = openvino_trunk_or_none(model.trunk, tuple(config.input_size), torch.get_num_threads())
     remaining = torch.utils.data.Subset(dataset, range(step * config.batch_size, len(dataset)))
     loader = torch.utils.data.DataLoader(
         remaining, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
@@ -453,7 +462,8 @@ def _train(config: TrainConfig, out: Path) -> Path:
                 "steps": step, "batch_size": config.batch_size, "samples": step * config.batch_size,
                 "seed": config.seed, "lr": config.lr, "arch": config.arch,
                 "frozen_stages": config.frozen_stages if config.arch == "diffpose" else None,
-                "teacher_weight": config.teacher_weight, "crop_enlarge": config.crop_enlarge,
+                "teacher_weight": config.teacher_weight, "prior_scores": config.prior_scores,
+                "crop_enlarge": config.crop_enlarge,
                 "face_teacher_weight": config.face_teacher_weight, "augment": asdict(config.augment),
                 "fg_weight": config.fg_weight, "high_t_fraction": config.high_t_fraction,
                 "minutes": round(elapsed / 60, 2), "device": str(device), "final": final,
@@ -511,7 +521,8 @@ def _train(config: TrainConfig, out: Path) -> Path:
                                            signal_scale=config.signal_scale, fg_weight=config.fg_weight,
                                            high_t_fraction=config.high_t_fraction,
                                            to_key=batch["to_key"].to(device) if movenet else None,
-                                           teacher_weight=config.teacher_weight)
+                                           teacher_weight=config.teacher_weight,
+                                           prior_scores=config.prior_scores, trunk=trunk)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ import torch
 
 from posecli.crop import crop_transform, warp_crop
 from posecli.decode import heatmaps_to_frame
-from posecli.models.diffpose_movenet import movenet_to_heatmap_xy
+from posecli.models.diffpose_movenet import merge_mirrored, movenet_to_heatmap_xy
 from posecli.models.movenet import MoveNet, decode_single_pose
 
 log = logging.getLogger("posecli.train")
@@ -30,13 +30,16 @@ THUNDER_SIDE = 256
 THUNDER_ENLARGE = 1.15
 
 
-def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray,
+                      mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MoveNet single-pose decode of each box, in frame pixels.
 
     Args:
         model: a loaded MoveNet (Thunder).
         image: H×W×3 uint8 BGR frame.
         boxes_xyxy: [N, 4].
+        mirror: merge the decodes of each crop and its mirror image, as DiffPose v2's prior does
+            (``diffpose_movenet.merge_mirrored``).
 
     Returns:
         ``xy`` [N, K, 2] frame pixels (pixel centres at integers), ``scores`` [N, K].
@@ -49,13 +52,18 @@ def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray)
     crops = np.stack([warp_crop(image, m, hw)[..., ::-1] for m in mats])  # RGB
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-        yx, scores = decode_single_pose(model(x))
-    # The same cell → frame mapping as DiffPose v2's prior (heatmap pixels, then the inverse crop).
-    xy = heatmaps_to_frame(movenet_to_heatmap_xy(yx).numpy(), 4, np.stack(mats))
+        yx, scores = decode_single_pose(model(torch.cat([x, x.flip(-1)]) if mirror else x))
+        # The same cell → heatmap pixel mapping as DiffPose v2's prior.
+        xy = movenet_to_heatmap_xy(yx)
+        if mirror:
+            n = len(boxes)
+            merged = merge_mirrored(xy[:n], scores[:n], xy[n:], scores[n:], THUNDER_SIDE // 4)
+            xy, scores = merged[..., :2], merged[..., 2]
+    xy = heatmaps_to_frame(xy.numpy(), 4, np.stack(mats))
     return xy, scores.numpy().astype(np.float32)
 
 
-def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet) -> dict:
+def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet, mirror: bool = False) -> dict:
     """Write Thunder teacher labels (per frame) for every annotation of a pseudo-labelled clip.
 
     Args:
@@ -63,6 +71,7 @@ def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet) 
         out_json: destination (written atomically); its ``videos[0].file_name`` is the clip's
             absolute path, so the file can live anywhere.
         model: MoveNet Thunder.
+        mirror: see :func:`thunder_keypoints`.
 
     Returns:
         Summary: annotations, mean confidence.
@@ -85,7 +94,7 @@ def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet) 
                 continue
             boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                                a["bbox"][1] + a["bbox"][3]] for a in anns])
-            xy, scores = thunder_keypoints(model, frame.image, boxes)
+            xy, scores = thunder_keypoints(model, frame.image, boxes, mirror)
             for ann, p, s in zip(anns, xy, scores):
                 ann["keypoints"] = np.concatenate([p, s[:, None]], axis=1).round(2).ravel().tolist()
                 ann["num_keypoints"] = int((s >= 0.3).sum())
@@ -93,7 +102,7 @@ def relabel_clip(pseudo_json: str | Path, out_json: str | Path, model: MoveNet) 
         source.close()
     video["file_name"] = str(video_path)
     data.setdefault("info", {})["teacher"] = {"model": "movenet-thunder (posecli port)", "crop": "square 1.15x",
-                                              "source": src.name}
+                                              "mirror": mirror, "source": src.name}
     _write_json(out_json, data)
     conf = [k for a in data["annotations"] for k in a["keypoints"][2::3]]
     summary = {"annotations": len(data["annotations"]), "mean_confidence": float(np.mean(conf)) if conf else 0.0}
