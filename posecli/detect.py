@@ -6,9 +6,11 @@ Boxes come back in frame pixels (``types.py`` coordinates), clipped to the pixel
 frame (``0 … W-1``, ``0 … H-1``), sorted by score, highest first.
 
 The network input specifications are those of ``../shared/weights/README.md``: both models take
-BGR, letterboxed with the resized image in the top-left corner and padding value 114: to a
-416×416 square for YOLOX-nano (its graph's fixed size), to the frame's own aspect for RTMDet-nano
-(whose graph takes any size).
+BGR, letterboxed with the resized image in the top-left corner and padding value 114. Both see
+the frame at its own aspect, the short side padded to a multiple of 32 (long side 512 for
+YOLOX-nano, 416 for RTMDet-nano), not a padded square: YOLOX-nano's graph declares 416×416, but
+its layers take any size, so the declaration is freed when the graph is loaded
+(:func:`free_spatial_input`).
 No half-pixel shift is applied when mapping boxes back (a box is only accurate to a few pixels,
 and the pseudo-labels in ``../shared/data`` were made the same way).
 
@@ -95,6 +97,117 @@ def _nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.nda
     return boxes_xyxy[index], scores[index]
 
 
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos``: (value, position after it)."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _fields(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The top-level fields of a protobuf message: (number, wire type, raw payload) in order."""
+    fields, pos = [], 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            end = _varint(data, pos)[1]
+        elif wire == 1:
+            end = pos + 8
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            end = pos + size
+        elif wire == 5:
+            end = pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        fields.append((number, wire, data[pos:end]))
+        pos = end
+    return fields
+
+
+def _message(fields: list[tuple[int, int, bytes]]) -> bytes:
+    out = bytearray()
+    for number, wire, payload in fields:
+        out += _encode_varint(number << 3 | wire)
+        if wire == 2:
+            out += _encode_varint(len(payload))
+        out += payload
+    return bytes(out)
+
+
+def _replace(data: bytes, path: tuple[int, ...], edit: Callable[[bytes], bytes]) -> bytes:
+    """``data`` with ``edit`` applied to the first message at the field-number ``path``."""
+    fields = _fields(data)
+    for i, (number, wire, payload) in enumerate(fields):
+        if number == path[0] and wire == 2:
+            inner = edit(payload) if len(path) == 1 else _replace(payload, path[1:], edit)
+            fields[i] = (number, wire, inner)
+            return _message(fields)
+    raise ValueError(f"no field {path[0]} in the message")
+
+
+def free_spatial_input(model: bytes) -> bytes:
+    """An ONNX model with the height and width of its first input (and its outputs' sizes) freed.
+
+    For graphs whose layers take any input size but whose input declares a fixed one, as
+    YOLOX-nano's ``[1, 3, 416, 416]`` (its convolutions, scale-factor resizes and ``[1, 85, -1]``
+    reshapes work at any size with sides a multiple of 32). The file's bytes are edited in
+    memory at the protobuf level: ``graph.input[0]``'s dims 2 and 3 become the symbols
+    ``height`` and ``width``, every output dim but the batch becomes a symbol, and the stored
+    intermediate shapes (``graph.value_info``) are dropped; onnxruntime infers them again.
+
+    Args:
+        model: the serialised ``ModelProto``.
+
+    Returns:
+        The serialised model with the free input size; weights and nodes unchanged.
+    """
+    graph_field, input_field, output_field, value_info_field = 7, 11, 12, 13
+    shape_path = (2, 1, 2)  # ValueInfoProto.type → TypeProto.tensor_type → Tensor.shape
+
+    def free_dims(names: dict[int, str]) -> Callable[[bytes], bytes]:
+        def edit(shape: bytes) -> bytes:
+            dims = _fields(shape)
+            dim_index = 0
+            for i, (number, wire, payload) in enumerate(dims):
+                if number == 1:  # TensorShapeProto.dim
+                    if dim_index in names:  # Dimension.dim_param (field 2) instead of dim_value
+                        symbol = names[dim_index].encode()
+                        dims[i] = (1, 2, _message([(2, 2, symbol)]))
+                    dim_index += 1
+            return _message(dims)
+        return edit
+
+    def edit_graph(graph: bytes) -> bytes:
+        fields = [f for f in _fields(graph) if f[0] != value_info_field]
+        first_input = next(i for i, f in enumerate(fields) if f[0] == input_field)
+        number, wire, payload = fields[first_input]
+        fields[first_input] = (number, wire, _replace(payload, shape_path,
+                                                      free_dims({2: "height", 3: "width"})))
+        for i, (number, wire, payload) in enumerate(fields):
+            if number == output_field:
+                names = {d: f"output_dim{d}" for d in range(1, 8)}
+                fields[i] = (number, wire, _replace(payload, shape_path, free_dims(names)))
+        return _message(fields)
+
+    return _replace(model, (graph_field,), edit_graph)
+
+
 class OnnxNetwork:
     """An ONNX graph run by onnxruntime on the CPU: ``network(blob) -> [outputs in graph order]``.
 
@@ -103,11 +216,14 @@ class OnnxNetwork:
     1.3e-4, and it runs RTMDet's in-graph NMS without OpenCV 5's fixed output sizing.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, free_input: bool = False) -> None:
         """
         Args:
             path: the ``.onnx`` file.
             threads: intra-op threads (None: onnxruntime's choice, one per core).
+            free_input: the graph's layers take any input size even where its input declares a
+                fixed one: the declaration is freed (:func:`free_spatial_input`); a graph that then
+                fails on a small probe input is run as declared.
         """
         import onnxruntime
 
@@ -121,43 +237,62 @@ class OnnxNetwork:
             options.intra_op_num_threads = threads
         # Idle worker threads sleep rather than spin: they share the cores with the pose model.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+        def session(model: str | bytes):  # noqa: ANN202
+            return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
         try:
-            self.session = onnxruntime.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+            self.session = session(str(p))
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             reason = str(exc).strip().splitlines()[-1][:160]
             raise PoseCliError(f"{p.name}: cannot be loaded as an ONNX model ({reason})") from exc
-        graph_input = self.session.get_inputs()[0]
-        self.input_name = graph_input.name
-        height, width = graph_input.shape[2:4]
+        if free_input and self._fixed_hw() is not None:
+            try:
+                freed = session(free_spatial_input(p.read_bytes()))
+                freed.run(None, {freed.get_inputs()[0].name: np.zeros((1, 3, 64, 96), np.float32)})
+                self.session = freed
+            except Exception:  # noqa: BLE001 - a graph whose layers need the declared size
+                pass
+        self.input_name = self.session.get_inputs()[0].name
+        fixed = self._fixed_hw()
         # The square input side when the graph fixes it, else None.
-        self.fixed_side = height if isinstance(height, int) and height == width else None
+        self.fixed_side = fixed[0] if fixed and fixed[0] == fixed[1] else None
+
+    def _fixed_hw(self) -> tuple[int, int] | None:
+        """(height, width) the graph's input declares, None where either is free."""
+        height, width = self.session.get_inputs()[0].shape[2:4]
+        return (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: blob})
 
 
 class _LetterboxDetector:
-    """A detector on a letterboxed square input: subclasses turn the network input into boxes."""
+    """A detector on a letterboxed input: subclasses turn the network input into boxes.
+
+    The frame keeps its aspect (long side ``input_size``, short side padded to a multiple of 32)
+    unless the graph fixes a square input or ``square`` asks for the padded square.
+    """
 
     DEFAULT_INPUT_SIZE = 416
-    # Networks that take any input size get the frame's aspect (see ``letterbox``), not a square.
-    SQUARE_INPUT = True
 
     def __init__(self, onnx_path: str | Path, score_threshold: float = 0.4, nms_iou: float = 0.45,
                  input_size: int | None = None, min_box_height: float = 0.0,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, square: bool = False) -> None:
         """
         Args:
             onnx_path: the detector's ``.onnx`` file.
             score_threshold: minimum person score (0.4 made our pseudo-labels).
             nms_iou: IoU above which the lower-scoring of two boxes is suppressed.
-            input_size: side of the square network input, a multiple of 32 (None: the graph's
-                own, else ``DEFAULT_INPUT_SIZE``).
+            input_size: long side of the network input, a multiple of 32 (None: the graph's
+                own fixed side, else ``DEFAULT_INPUT_SIZE``).
             min_box_height: boxes shorter than this (frame pixels) are dropped (32 made the
                 pseudo-labels; people that small give poor poses).
             threads: onnxruntime intra-op threads (None: one per core).
+            square: pad to an ``input_size`` square instead of the frame's aspect (YOLOX-nano
+                at 416 square made the pseudo-labels of ``../shared/data``).
         """
-        self.network = OnnxNetwork(onnx_path, threads)
+        self.network = OnnxNetwork(onnx_path, threads, free_input=True)
         fixed = self.network.fixed_side
         size = input_size or fixed or self.DEFAULT_INPUT_SIZE
         if size <= 0 or size % 32:
@@ -167,7 +302,7 @@ class _LetterboxDetector:
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.input_size = size
-        self.square_input = self.SQUARE_INPUT or bool(fixed)
+        self.square_input = square or bool(fixed)
         self.min_box_height = min_box_height
 
     def _boxes(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,34 +318,50 @@ class _LetterboxDetector:
 
 
 class YoloxDetector(_LetterboxDetector):
-    """YOLOX-nano (80 COCO classes, person = class 0); the graph's input is 416×416.
+    """YOLOX-nano (80 COCO classes, person = class 0), at the frame's aspect with long side 512.
 
     The exported graph has no box decoding: each row of its ``[1, A, 85]`` output is
     ``(tx, ty, tw, th, objectness, 80 class scores)`` for one anchor point of the stride-8, 16
     and 32 grids (in that order, row-major), scores already sigmoid-activated. Box centre
     ``(t + grid) * stride``, size ``exp(t) * stride``; score = objectness × person score.
+
+    Input size, measured on hand-checked frames (``tests/data/visible_persons.json``): the
+    416×416 square the graph declares finds 24 of 40 visible persons in sports2d_demo.mp4 (it
+    misses the backlit man on the roof in most frames: at that scale the network gives no box
+    on him at any score, so neither the score threshold nor NMS is the cause), 28 of 30 in
+    pose2sim_MultiPerson_cam02.mp4 and 58 of 61 in vtest.mp4. The frame's aspect at the same
+    long side finds exactly as many (the padding costs time, not recall); long side 512 finds
+    31, 30 and 60 with 4 false boxes against 12. A 16:9 or 9:16 frame at 512 (512×288,
+    320×512) has fewer pixels than the 416 square, a 4:3 one (512×384) 1.14× as many.
     """
 
+    DEFAULT_INPUT_SIZE = 512
     STRIDES = (8, 16, 32)
 
-    def __init__(self, onnx_path: str | Path, **options: float | int | None) -> None:
+    def __init__(self, onnx_path: str | Path, **options: float | int | bool | None) -> None:
         super().__init__(onnx_path, **options)
-        grids, strides = [], []
-        for stride in self.STRIDES:
-            n = self.input_size // stride
-            ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-            grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-            strides.append(np.full((n * n, 1), stride))
-        self._grid = np.concatenate(grids).astype(np.float32)  # A×2 (x, y) cell indices
-        self._stride = np.concatenate(strides).astype(np.float32)  # A×1
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _grid(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Anchor cells (A×2 x, y indices) and strides (A×1) of an input of this size."""
+        if (height, width) not in self._grids:
+            grids, strides = [], []
+            for stride in self.STRIDES:
+                ys, xs = np.meshgrid(np.arange(height // stride), np.arange(width // stride), indexing="ij")
+                grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+                strides.append(np.full((xs.size, 1), stride))
+            self._grids[height, width] = (np.concatenate(grids).astype(np.float32),
+                                          np.concatenate(strides).astype(np.float32))
+        return self._grids[height, width]
 
     def _boxes(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Raw BGR 0..255 in NCHW; the model has no mean/std normalisation.
         out = self.network(cv2.dnn.blobFromImage(padded))[0][0]  # A×85
+        grid, stride = self._grid(*padded.shape[:2])
         scores = out[:, 4] * out[:, 5]
         keep = scores >= self.score_threshold
         out, scores = out[keep], scores[keep]
-        grid, stride = self._grid[keep], self._stride[keep]
+        grid, stride = grid[keep], stride[keep]
         centre = (out[:, :2] + grid) * stride
         size = np.exp(out[:, 2:4]) * stride
         return np.concatenate([centre - size / 2, centre + size / 2], axis=1), scores
@@ -232,7 +383,6 @@ class RtmdetDetector(_LetterboxDetector):
     """
 
     DEFAULT_INPUT_SIZE = 416
-    SQUARE_INPUT = False
     MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # BGR
     STD = np.array([57.375, 57.12, 58.395], np.float32)
 
