@@ -310,6 +310,45 @@ def test_pending_frames_are_bounded_when_batches_never_fill(random_weights, monk
     assert max(lags) <= 5 + 1 + 2 + 2
 
 
+def _live_tensors() -> int:
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def test_nothing_accumulates_per_frame_over_a_long_tracked_stream(tmp_path, random_weights):
+    """A long video costs no more memory than a short one: after the first windows, the number of
+    live tensors and the Python/numpy heap (tracemalloc sees numpy's buffers) stay flat while frames,
+    crops, features, tracks and smoother state come and go. A per-frame leak of one feature tensor
+    (a cache entry never dropped) or of one frame image (56 KiB here) fails it."""
+    import tracemalloc
+
+    path = tmp_path / "walk.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (160, 120))
+    for i in range(150):
+        image = np.full((120, 160, 3), 40, np.uint8)
+        cv2.rectangle(image, (20 + i % 60, 10), (60 + i % 60, 110), (200, 180, 160), -1)
+        writer.write(image)
+    writer.release()
+    pipe = Pipeline(PipelineConfig(weights=random_weights, device="cpu", window=3, steps=1, threads=1,
+                                   batch_size=4, prefetch=0))
+    walker = np.array([[10, 5, 90, 115]], np.float32)
+    pipe._detector = lambda frame: Detections(walker + [frame.index % 60, 0, frame.index % 60, 0],
+                                              np.ones(1, np.float32))
+    samples = {}
+    tracemalloc.start()
+    try:
+        for result in pipe.poses(path):
+            if result.frame.index in (30, 120):  # 120: the stream is still running (smoother lag)
+                samples[result.frame.index] = (_live_tensors(), tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    (tensors_early, heap_early), (tensors_late, heap_late) = samples[30], samples[120]
+    assert tensors_late - tensors_early < 20  # 90 frames later: a leak of one per frame is 90
+    assert heap_late - heap_early < 1.2 * 2**20  # 90 frames of 160×120 BGR held would be 5 MiB
+
+
 def test_prefetch_thread_or_not_gives_the_same_poses(shared_dir, random_weights):
     frames = _frames(shared_dir, MULTI, 5)
     pipe = Pipeline(replace(_config(random_weights, shared_dir, MULTI), boxes_file=None))

@@ -21,6 +21,9 @@ from .movenet import MoveNet, MoveNetOutputs
 log = logging.getLogger("posecli.models")
 
 _OUTPUTS = ("fpn4", "fpn8", "fpn16", "heatmap", "center", "regress", "offset")
+# Crops per OpenVINO call. Its CPU plugin holds the activations of a whole call (about 45 MiB per
+# 256×256 crop); larger calls are not faster (13.2 ms per crop for 1, 13.7 for 16).
+CHUNK = 2
 
 
 class _TrunkGraph(torch.nn.Module):
@@ -60,9 +63,11 @@ class OpenVinoTrunk:
 
     def __call__(self, rgb: torch.Tensor) -> MoveNetOutputs:
         x = np.ascontiguousarray(rgb.detach().to("cpu", torch.float32).numpy())
-        result = self.request.infer({0: x})
-        maps = {name: torch.from_numpy(np.array(result[self.compiled.output(i)]))
-                for i, name in enumerate(_OUTPUTS)}
+        parts = []
+        for start in range(0, len(x), CHUNK):
+            result = self.request.infer({0: x[start:start + CHUNK]})
+            parts.append([np.array(result[self.compiled.output(i)]) for i in range(len(_OUTPUTS))])
+        maps = {name: torch.from_numpy(np.concatenate([p[i] for p in parts])) for i, name in enumerate(_OUTPUTS)}
         features = (maps["fpn4"], maps["fpn8"], maps["fpn16"], None)
         return MoveNetOutputs(features=features, center=maps["center"], regress=maps["regress"],
                               heatmap=maps["heatmap"], offset=maps["offset"])
