@@ -29,10 +29,10 @@ LSP_PERSONS = 100
 # model name → metric → floor. Measured (CPU, one thread, seed 0, the checkpoint's window and steps):
 FLOORS = {
     "diffpose.coco17-v2": {
-        "small_eval_ap": 0.57,  # measured 0.5886
-        "small_eval_ap50": 0.81,  # measured 0.8282
-        "lspet_pck01": 0.70,  # measured 0.7169
-        "lspet_pck02": 0.82,  # measured 0.8324
+        "small_eval_ap": 0.64,  # measured 0.6599
+        "small_eval_ap50": 0.83,  # measured 0.8518
+        "lspet_pck01": 0.72,  # measured 0.7356
+        "lspet_pck02": 0.82,  # measured 0.8333
     },
     "diffpose.coco17-v1": {
         "small_eval_ap": 0.045,  # measured 0.0497
