@@ -54,6 +54,11 @@ class OpenVinoTrunk:
             warnings.simplefilter("ignore")  # tracer notes on the shape checks
             graph = openvino.convert_model(_TrunkGraph(trunk).eval(), example_input=torch.zeros(1, 3, *input_hw),
                                            input=[(-1, 3, *input_hw)])
+        # The crops arrive channels-last (NHWC in memory); OpenVINO's own transpose takes them as they are.
+        steps = openvino.preprocess.PrePostProcessor(graph)
+        steps.input().tensor().set_layout(openvino.Layout("NHWC"))
+        steps.input().model().set_layout(openvino.Layout("NCHW"))
+        graph = steps.build()
         self.compiled = openvino.Core().compile_model(graph, "CPU", {
             "INFERENCE_NUM_THREADS": max(1, threads), "PERFORMANCE_HINT": "LATENCY",
             # float32 throughout: MoveNet's peaks move under bfloat16 (see diffpose_movenet.py).
@@ -62,7 +67,7 @@ class OpenVinoTrunk:
         self.input_hw = tuple(input_hw)
 
     def __call__(self, rgb: torch.Tensor) -> MoveNetOutputs:
-        x = np.ascontiguousarray(rgb.detach().to("cpu", torch.float32).numpy())
+        x = np.ascontiguousarray(rgb.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy())  # NHWC
         parts = []
         for start in range(0, len(x), CHUNK):
             result = self.request.infer({0: x[start:start + CHUNK]})
