@@ -43,6 +43,7 @@ sampler, the schedule and the peak-weighted loss are v1's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +148,29 @@ def merge_mirrored(xy: torch.Tensor, score: torch.Tensor, xy_mirror: torch.Tenso
     return torch.cat([merged, ((score + back_score) / 2)[..., None]], dim=-1)
 
 
+def decode_views(run: Callable[[torch.Tensor], MoveNetOutputs], rgb: torch.Tensor,
+                 mirror: bool) -> tuple[MoveNetOutputs, torch.Tensor, torch.Tensor]:
+    """MoveNet's single-person decode of crops, optionally merged with that of their mirror images.
+
+    Args:
+        run: MoveNet (or a runner like it): [B, 3, H, W] → :class:`MoveNetOutputs`.
+        rgb: [M, 3, H, W] crops.
+        mirror: also run the mirror images and merge the decodes (:func:`merge_mirrored`).
+
+    Returns:
+        MoveNet's outputs (2M rows with ``mirror``: the crops, then their mirror images), the
+        keypoints [M, K, 2] in heatmap pixels and the scores [M, K] of the M crops.
+    """
+    m = rgb.shape[0]
+    out = run(torch.cat([rgb, rgb.flip(-1)]) if mirror else rgb)
+    yx, scores = decode_single_pose(out)
+    xy = movenet_to_heatmap_xy(yx)
+    if mirror:
+        merged = merge_mirrored(xy[:m], scores[:m], xy[m:], scores[m:], out.heatmap.shape[-1])
+        xy, scores = merged[..., :2], merged[..., 2]
+    return out, xy, scores
+
+
 class DiffPoseMoveNet(nn.Module):
     """MoveNet trunk + prior → STRL → LMSFI pose decoder (see the module docstring).
 
@@ -229,15 +253,11 @@ class DiffPoseMoveNet(nn.Module):
         # MoveNet's layers always in float32, also under autocast: rounding them to bfloat16 moves the
         # heatmap peaks (and MoveNet's argmax can jump to another cell).
         with torch.no_grad(), torch.autocast(rgb.device.type, enabled=False):
-            # NHWC: oneDNN's depthwise convolutions are ~1.5× faster on the CPU in this layout.
             m = rgb.shape[0]
-            views = torch.cat([rgb, rgb.flip(-1)]) if self.mirror_prior else rgb
-            out: MoveNetOutputs = (trunk or self.trunk)(views.float().contiguous(memory_format=torch.channels_last))
-            yx, scores = decode_single_pose(out)
-            xy = movenet_to_heatmap_xy(yx)
-            if self.mirror_prior:
-                merged = merge_mirrored(xy[:m], scores[:m], xy[m:], scores[m:], self.heatmap_size[1])
-                xy, scores = merged[..., :2], merged[..., 2]
+            # NHWC: oneDNN's depthwise convolutions are ~1.5× faster on the CPU in this layout.
+            out, xy, scores = decode_views(
+                lambda views: (trunk or self.trunk)(views.float().contiguous(memory_format=torch.channels_last)),
+                rgb, self.mirror_prior)
             heat = torch.sigmoid(out.heatmap[:m].float())
             fpn4, fpn8, fpn16 = (f[:m] for f in out.features[:3])
             tokens = torch.cat([fpn16.float(), F.adaptive_max_pool2d(heat, fpn16.shape[-2:])], dim=1)

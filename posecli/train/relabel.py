@@ -21,8 +21,8 @@ import torch
 
 from posecli.crop import crop_transform, warp_crop
 from posecli.decode import heatmaps_to_frame
-from posecli.models.diffpose_movenet import merge_mirrored, movenet_to_heatmap_xy
-from posecli.models.movenet import MoveNet, decode_single_pose
+from posecli.models.diffpose_movenet import decode_views
+from posecli.models.movenet import MoveNet
 
 log = logging.getLogger("posecli.train")
 
@@ -39,7 +39,7 @@ def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray,
         image: H×W×3 uint8 BGR frame.
         boxes_xyxy: [N, 4].
         mirror: merge the decodes of each crop and its mirror image, as DiffPose v2's prior does
-            (``diffpose_movenet.merge_mirrored``).
+            (``diffpose_movenet.decode_views``).
 
     Returns:
         ``xy`` [N, K, 2] frame pixels (pixel centres at integers), ``scores`` [N, K].
@@ -52,13 +52,8 @@ def thunder_keypoints(model: MoveNet, image: np.ndarray, boxes_xyxy: np.ndarray,
     crops = np.stack([warp_crop(image, m, hw)[..., ::-1] for m in mats])  # RGB
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-        yx, scores = decode_single_pose(model(torch.cat([x, x.flip(-1)]) if mirror else x))
-        # The same cell → heatmap pixel mapping as DiffPose v2's prior.
-        xy = movenet_to_heatmap_xy(yx)
-        if mirror:
-            n = len(boxes)
-            merged = merge_mirrored(xy[:n], scores[:n], xy[n:], scores[n:], THUNDER_SIDE // 4)
-            xy, scores = merged[..., :2], merged[..., 2]
+        # The same decode and cell → heatmap pixel mapping as DiffPose v2's prior.
+        _, xy, scores = decode_views(model, x, mirror)
     xy = heatmaps_to_frame(xy.numpy(), 4, np.stack(mats))
     return xy, scores.numpy().astype(np.float32)
 
