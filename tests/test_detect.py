@@ -102,19 +102,25 @@ def test_rtmdet_finds_the_same_people(rtmdet, yolox, sports_frame):
     assert iou.max(axis=1).min() > 0.5
 
 
-def test_rtmdet_input_keeps_the_frame_aspect(rtmdet, sports_frame):
+def _network_inputs(detector, *frames):
+    """Run ``detector`` on each frame; (the network input shapes it used, the detections)."""
     shapes = []
-    network = rtmdet.network
+    network = detector.network
 
     def spy(blob):
         shapes.append(blob.shape)
         return network(blob)
 
-    rtmdet.network = spy
+    detector.network = spy
     try:
-        det = rtmdet(sports_frame)
+        detections = [detector(frame) for frame in frames]
     finally:
-        rtmdet.network = network
+        detector.network = network
+    return shapes, detections
+
+
+def test_rtmdet_input_keeps_the_frame_aspect(rtmdet, sports_frame):
+    shapes, (det,) = _network_inputs(rtmdet, sports_frame)
     assert shapes == [(1, 3, 256, 416)]  # 1768×994 → 416×234, padded to 256 rows, not 416
     check_sane(det, sports_frame.image.shape[:2])
 
@@ -262,19 +268,7 @@ def test_freed_yolox_graph_computes_the_same(yolox_path):
 
 
 def test_yolox_input_keeps_the_frame_aspect(yolox, sports_frame):
-    shapes = []
-    network = yolox.network
-
-    def spy(blob):
-        shapes.append(blob.shape)
-        return network(blob)
-
-    yolox.network = spy
-    try:
-        det = yolox(sports_frame)
-        portrait = yolox(np.zeros((1920, 1088, 3), np.uint8))
-    finally:
-        yolox.network = network
+    shapes, (det, portrait) = _network_inputs(yolox, sports_frame, np.zeros((1920, 1088, 3), np.uint8))
     # 1768×994 → 512×287, padded to 288 rows; 1088×1920 → 290×512, padded to 320 columns.
     assert shapes == [(1, 3, 288, 512), (1, 3, 512, 320)]
     check_sane(det, sports_frame.image.shape[:2])
