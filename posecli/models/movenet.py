@@ -227,9 +227,12 @@ class MoveNet(nn.Module):
         # FPN: lateral 1×1 convs (on /32, /16, /8, /4) and the separable convs after each top-down sum.
         self.laterals = nn.ModuleList(TfConv(a, b, 1) for a, b in laterals)
         self.smooths = nn.ModuleList(SeparableConv(a, b) for a, b in smooths)
-        self.heads = nn.ModuleDict({
-            head: nn.Sequential(SeparableConv(cin_, hidden), TfConv(hidden, cout, 1))
-            for head, (cin_, hidden, cout) in heads.items()})
+        # In HEADS order whatever the spec's key order (a checkpoint's JSON sorts it), so that the
+        # state dict and a checkpoint saved again from a loaded model are the same.
+        self.heads = nn.ModuleDict()
+        for head in HEADS:
+            cin_, hidden, cout = heads[head]
+            self.heads[head] = nn.Sequential(SeparableConv(cin_, hidden), TfConv(hidden, cout, 1))
         self.num_keypoints = heads["heatmap"][2]
         self.feature_channels = (smooths[2][1], smooths[1][1], smooths[0][1], top)
         self.input_scale, self.input_shift = input_scale, input_shift
