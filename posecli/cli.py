@@ -328,27 +328,25 @@ def train(
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End this session after this many steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's state."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint's weights."),
-    arch: str = typer.Option("diffpose", "--arch", help="diffpose (v1, EfficientNet-Lite0 backbone) or "
-                                                         "diffpose-movenet (v2, MoveNet Thunder's layers)."),
     trunk: Optional[Path] = typer.Option(None, "--trunk", help="MoveNet TFJS graph model (movenet-thunder.json) "
-                                                               "whose layers start a diffpose-movenet run."),
-    crop_enlarge: float = typer.Option(1.25, "--crop-enlarge", min=1.0, help="Crop region as a multiple of the box."),
+                                                               "whose layers start the run (or --init)."),
+    crop_enlarge: float = typer.Option(1.15, "--crop-enlarge", min=1.0,
+                                       help="Crop region as a multiple of the box (1.15: MoveNet's own framing)."),
     teacher_weight: float = typer.Option(0.0, "--teacher-weight", min=0.0,
-                                         help="diffpose-movenet: loss weight of unlabelled joints learnt from "
-                                              "the MoveNet prior (0: unused)."),
+                                         help="Loss weight of unlabelled joints learnt from the MoveNet prior "
+                                              "(0: unused)."),
     prior_scores: bool = typer.Option(False, "--prior-scores",
-                                      help="diffpose-movenet: labelled joints keep the MoveNet prior's "
-                                           "scores as target peaks (instead of 1)."),
+                                      help="Labelled joints keep the MoveNet prior's scores as target peaks "
+                                           "(instead of 1)."),
     mirror_prior: bool = typer.Option(False, "--mirror-prior",
-                                      help="diffpose-movenet: the prior merges MoveNet on each crop and on "
-                                           "its mirror image (two trunk passes)."),
+                                      help="The prior merges MoveNet on each crop and on its mirror image "
+                                           "(two trunk passes)."),
     still_motion_prob: float = typer.Option(1.0, "--still-motion-prob", min=0.0, max=1.0,
                                             help="Share of still images given synthetic motion (the rest "
                                                  "are repeated frames)."),
     window: int = typer.Option(3, "--window", min=1),
-    frozen_stages: int = typer.Option(3, "--frozen-stages", min=0, max=5,
-                                      help="Backbone stages kept frozen (cheaper on a CPU)."),
-    input_size: tuple[int, int] = typer.Option((256, 192), "--input-size", help="Model input height width."),
+    input_size: tuple[int, int] = typer.Option((256, 256), "--input-size",
+                                               help="Model input height width (multiples of 32)."),
     face_teacher_weight: float = typer.Option(0.5, "--face-teacher-weight", min=0.0,
                                               help="Loss weight of teacher face labels on LSP-Extended (0: unused)."),
     fg_weight: float = typer.Option(20.0, "--fg-weight", min=0.0,
@@ -371,15 +369,13 @@ def train(
     from posecli.train.loop import DatasetSpec, TrainConfig
     from posecli.train.loop import train as train_model
 
-    if (mirror_prior or prior_scores) and arch != "diffpose-movenet":
-        _fail("--mirror-prior and --prior-scores need --arch diffpose-movenet")
     logging.getLogger("posecli").setLevel(logging.INFO)
     config = TrainConfig(
         datasets=tuple(DatasetSpec.parse(item) for item in data), out_dir=out, val_json=val, steps=steps,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, stop_after=stop_after, resume=resume,
-        init_checkpoint=init, arch=arch, trunk=trunk, crop_enlarge=crop_enlarge, teacher_weight=teacher_weight,
+        init_checkpoint=init, trunk=trunk, crop_enlarge=crop_enlarge, teacher_weight=teacher_weight,
         prior_scores=prior_scores, model_kwargs={"mirror_prior": True} if mirror_prior else {},
-        window=window, frozen_stages=frozen_stages, input_size=tuple(input_size),
+        window=window, input_size=tuple(input_size),
         augment=AugmentConfig(still_motion_prob=still_motion_prob),
         face_teacher_weight=face_teacher_weight, fg_weight=fg_weight, high_t_fraction=high_t_fraction,
         device=device, amp=amp, threads=threads,

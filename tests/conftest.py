@@ -91,3 +91,60 @@ def cut_clip(source: Path, target: Path, first: int, count: int) -> Path:
     writer.release()
     capture.release()
     return target
+
+
+# MoveNet's layer structure (17 inverted-residual blocks with the same strides, FPN taps and four
+# heads, 17 keypoints) at 8-16 channels: random weights for the tests that need a pose network of the
+# shipped architecture, not its accuracy (Thunder's own layers are 6.2 M parameters).
+TINY_TRUNK = {
+    "stem": 8,
+    "blocks": [[8, 8]] + [[16, 8] for _ in range(16)],
+    "top": 16,
+    "laterals": [[16, 8], [8, 8], [8, 8], [8, 8]],
+    "smooths": [[8, 8], [8, 8], [8, 8]],
+    "heads": {"center": [8, 8, 1], "regress": [8, 8, 34], "heatmap": [8, 8, 17], "offset": [8, 8, 34]},
+    "input_scale": 1 / 127.5,
+    "input_shift": 1.0,
+}
+
+
+def tiny_pose_model(window: int = 3, input_size: tuple[int, int] = (64, 64), seed: int = 0, **kwargs):
+    """A small random ``DiffPoseMoveNet`` on :data:`TINY_TRUNK` (train mode, as constructed).
+
+    Its residual head is random too: the real model's starts at zero (x̂0 = MoveNet's prior), which
+    would hide what the decoder, STRL and the sampler do from the tests that use this stand-in.
+    """
+    import copy
+
+    import torch
+
+    from posecli.models.diffpose_movenet import DiffPoseMoveNet
+
+    torch.manual_seed(seed)
+    args = dict(window=window, input_size=input_size, strl_dim=32, strl_depth=1, strl_heads=2,
+                decoder_channels=(32, 16, 8), decoder_heads=2, time_dim=32)
+    args.update(kwargs)
+    model = DiffPoseMoveNet(copy.deepcopy(TINY_TRUNK), **args)
+    head = model.decoder.head[-1]
+    torch.nn.init.normal_(head.weight, std=0.05)
+    torch.nn.init.normal_(head.bias, std=0.05)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """:func:`tiny_pose_model` as a checkpoint file (1 DDIM step, the shipped model's crop framing)."""
+    from posecli.models import save_checkpoint
+
+    path = tmp_path_factory.mktemp("tiny-weights") / "tiny.pt"
+    save_checkpoint(path, tiny_pose_model(window=3).eval(), {"steps": 1, "crop_enlarge": 1.15})
+    return path
+
+
+@pytest.fixture
+def tiny_weights(tiny_checkpoint: Path, monkeypatch) -> Path:
+    """:func:`tiny_checkpoint`, loaded by ``posecli.models.loading`` with MoveNet's layers in PyTorch:
+    their conversion to OpenVINO takes 5-12 s per load on two cores whatever the width, and the
+    tests of the shipped weights go that way."""
+    monkeypatch.setattr("posecli.models.loading.openvino_trunk_or_none", lambda trunk, input_hw, threads: None)
+    return tiny_checkpoint

@@ -4,13 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import cut_clip
 from posecli.eval.bench import repeated_frames, run_bench, score_against_pseudo_labels
 from posecli.config import PipelineConfig
 from posecli.errors import PoseCliError
-from posecli.models import DiffPose, save_checkpoint
 
 CLIP = "sports2d_demo"
 FIRST, FRAMES = 60, 8  # one walker in view in every frame
@@ -96,12 +94,9 @@ def test_tiling_refuses_labels_of_the_untiled_clip(short_clip):
         run_bench(short_clip, PipelineConfig(boxes_file=pseudo), tile=2, baseline=False)
 
 
-def test_report_has_stages_settings_memory_baseline_and_accuracy(short_clip, shared_dir, tmp_path):
-    torch.manual_seed(0)
-    weights = tmp_path / "random.pt"
-    save_checkpoint(weights, DiffPose(window=3), {"steps": 1})
+def test_report_has_stages_settings_memory_baseline_and_accuracy(short_clip, shared_dir, tiny_weights):
     pseudo = short_clip.with_suffix(".pseudo.json")
-    config = PipelineConfig(weights=weights, device="cpu", window=3, steps=1, boxes_file=pseudo,
+    config = PipelineConfig(weights=tiny_weights, device="cpu", window=3, steps=1, boxes_file=pseudo,
                             neighbour_crops="own", threads=1)
     report = run_bench(short_clip, config, repeat=2, baseline=True,
                        baseline_dirs=(shared_dir / "weights",), pseudo_labels=pseudo)

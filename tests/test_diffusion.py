@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from posecli.models import DDIMSampler, DiffPose, NoiseSchedule, heatmap_to_signal, signal_to_heatmap
+from conftest import tiny_pose_model
+from posecli.models import DDIMSampler, NoiseSchedule, heatmap_to_signal, signal_to_heatmap
 
 torch.set_num_threads(1)
 
@@ -68,16 +69,10 @@ def test_ddim_step_is_consistent_with_the_forward_process():
     assert torch.equal(sampler.step(x0, 249, xt), x0)  # the last step returns x̂0
 
 
-def _tiny_model():
-    torch.manual_seed(0)
-    return DiffPose(window=3, input_size=(64, 64), strl_dim=32, strl_depth=1, strl_heads=2,
-                    decoder_channels=(32, 16, 8), decoder_heads=2, time_dim=32).eval()
-
-
 def test_ddim_one_step_returns_the_models_x0_exactly():
-    model = _tiny_model()
+    model = tiny_pose_model(window=3).eval()
     with torch.no_grad():
-        cond = model.fuse(model.encode_frames(torch.randn(6, 3, 64, 64)).view(2, 3, -1, 4, 4))
+        cond = model.fuse(model.encode_frames(torch.rand(6, 3, 64, 64) * 255).view(2, 3, -1))
     seen = []
 
     def denoise(x_t, t):

@@ -34,12 +34,6 @@ FLOORS = {
         "lspet_pck01": 0.72,  # measured 0.7356
         "lspet_pck02": 0.82,  # measured 0.8333
     },
-    "diffpose.coco17-v1": {
-        "small_eval_ap": 0.045,  # measured 0.0497
-        "small_eval_ap50": 0.23,  # measured 0.249
-        "lspet_pck01": 0.47,  # measured 0.4786
-        "lspet_pck02": 0.655,  # measured 0.6629
-    },
 }
 
 

@@ -61,7 +61,7 @@ def test_wheel_carries_every_weights_file_as_package_data(wheel):
     for name in shipped_files():
         assert f"posecli/shipped_weights/{name}" in names
     assert not any(n.startswith("weights/") for n in names)  # nothing at the top of site-packages
-    assert {"posecli/eval/evaluate.py", "posecli/models/diffpose.py", "posecli/train/loop.py"} <= names
+    assert {"posecli/eval/evaluate.py", "posecli/models/diffpose_movenet.py", "posecli/train/loop.py"} <= names
 
 
 @pytest.mark.slow

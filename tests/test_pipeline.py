@@ -13,11 +13,10 @@ import torch
 from posecli import pipeline as pipeline_module
 from posecli import weights as weights_lib
 from posecli.config import PipelineConfig
-from posecli.crop import crop_transform, warp_crop
+from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.detect import BoxesFileDetector
 from posecli.errors import PoseCliError
-from posecli.models import DiffPose, save_checkpoint
 from posecli.models.loading import (DEFAULT_POSE_WEIGHTS, MAX_GPU_BATCH, auto_batch_size, load_pose_model,
                                     resolve_dtype)
 from posecli.pipeline import Pipeline, ThreadPlan, resolve_threads
@@ -155,13 +154,10 @@ def test_propagation_drops_unsure_poses_boxes_outside_the_frame_and_absent_track
 # -- pipeline on real frames ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory):
-    """A DiffPose checkpoint with random weights (the layout of the shipped one)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "random.pt"
-    save_checkpoint(path, DiffPose(window=3), {"steps": 1})
-    return path
+@pytest.fixture
+def random_weights(tiny_weights):
+    """A small random checkpoint of the shipped architecture (``conftest.tiny_pose_model``)."""
+    return tiny_weights
 
 
 def _frames(shared_dir, clip, count, start=0):
@@ -193,7 +189,8 @@ def one_thread():
 
 
 def _reference_own_crops(model, frames, detector):
-    """Keypoints per frame the slow way: every window cropped and run on its own, no cache.
+    """Keypoints per frame the slow way: every window cropped (each frame with its own matching box)
+    and run on its own, no cache.
 
     Returns the keypoints per frame and the number of distinct neighbour crops that had to use the
     key frame's box (no detection of the neighbour overlaps it).
@@ -214,10 +211,14 @@ def _reference_own_crops(model, frames, detector):
                 if s != t and not matched:
                     fallbacks.add((s, t, person))
                 chosen = box if s == t or not matched else others[int(np.argmax(iou))]
-                crops.append(warp_crop(frames[s].image, crop_transform(chosen, model.input_hw), model.input_hw))
-            heatmaps = model.heatmaps(np.stack(crops)[None])
+                matrix = crop_transform(chosen, model.input_hw, model.crop_enlarge)
+                crops.append((warp_crop(frames[s].image, matrix, model.input_hw), matrix))
+            key_matrix = crops[delta][1]
+            features = model.features(np.stack([crop for crop, _ in crops]))
+            to_key = np.stack([crop_to_crop(matrix, key_matrix) for _, matrix in crops])
+            heatmaps = model.heatmaps_from_features(features[None], to_key[None])
             xy, _ = dark_decode(heatmaps)
-            rows.append(heatmaps_to_frame(xy, model.stride, crop_transform(box, model.input_hw)[None])[0])
+            rows.append(heatmaps_to_frame(xy, model.stride, key_matrix[None])[0])
         out.append(np.stack(rows) if rows else np.zeros((0, 17, 2), np.float32))
     return out, len(fallbacks)
 

@@ -213,44 +213,59 @@ def test_weighted_loss_without_options_is_the_papers_masked_l2():
     assert loss(high_t_fraction=1.0) != pytest.approx(expected, rel=1e-3)
 
 
-def _tiny_config(shared_dir: Path, out: Path, steps: int) -> TrainConfig:
+def _tiny_config(shared_dir: Path, out: Path, steps: int, init: Path) -> TrainConfig:
+    """A short run from ``init`` (``conftest.tiny_checkpoint``: its layer sizes are the model_kwargs)."""
     data = shared_dir / "data"
     return TrainConfig(
         datasets=(DatasetSpec(str(data / "lspet/train.json"), 1.0, limit=8),), out_dir=out,
         steps=steps, batch_size=4, lr=3e-3, warmup_steps=2, checkpoint_every=1000, num_workers=0,
-        threads=1, input_size=(64, 48), window=3, augment=AugmentConfig.none(),
+        threads=1, input_size=(64, 64), window=3, augment=AugmentConfig.none(),
         val_json=data / "lspet/val.json", val_limit=4, val_every=0, log_every=5,
-        face_teacher_weight=0.0, model_kwargs=dict(strl_dim=32, decoder_channels=(32, 16, 8), time_dim=32),
+        face_teacher_weight=0.0, init_checkpoint=init,
+        model_kwargs=dict(strl_dim=32, strl_depth=1, strl_heads=2, decoder_channels=(32, 16, 8), decoder_heads=2,
+                          time_dim=32),
     )
 
 
+@pytest.fixture
+def pytorch_trunk(monkeypatch):
+    """MoveNet's layers run in PyTorch in the training loop, not OpenVINO: its conversion costs
+    5-12 s (up to 30 on a busy machine) per run on two cores, whatever the width; that the OpenVINO
+    trunk computes what PyTorch does is ``test_diffpose_movenet``'s."""
+    monkeypatch.setattr("posecli.models.openvino_trunk.openvino_trunk_or_none", lambda trunk, input_hw, threads: None)
+
+
 def _fixed_loss(model, config: TrainConfig) -> float:
-    """Mean diffusion loss over the 8 training persons, with fixed timesteps and noise."""
+    """Mean training loss (the run's options) over the 8 training persons, with fixed timesteps and noise."""
     from posecli.models.diffusion import NoiseSchedule
     from posecli.models.preprocess import crops_to_tensor
     from posecli.train.loop import build_sources
     from posecli.train.loss import weighted_diffusion_loss
 
     sources, _ = build_sources(config)
-    ds = MixedDataset(sources, [1.0], 8, config.window, config.input_size, AugmentConfig.none(), 0)
+    ds = MixedDataset(sources, [1.0], 8, config.window, config.input_size, AugmentConfig.none(), 0,
+                      enlarge=config.crop_enlarge)
     batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
     images = crops_to_tensor(batch["crops"].numpy())
     losses = []
     with torch.no_grad():
         for seed in range(4):
             g = torch.Generator().manual_seed(seed)
-            losses.append(float(weighted_diffusion_loss(model.eval(), NoiseSchedule(model.timesteps), images,
-                                                        batch["heatmaps"], batch["weights"], generator=g)))
+            losses.append(float(weighted_diffusion_loss(
+                model.eval(), NoiseSchedule(model.timesteps), images, batch["heatmaps"], batch["weights"],
+                generator=g, fg_weight=config.fg_weight, high_t_fraction=config.high_t_fraction,
+                to_key=batch["to_key"])))
     return float(np.mean(losses))
 
 
 @pytest.mark.slow
-def test_tiny_training_run_lowers_loss_and_checkpoint_round_trips(shared_dir: Path, tmp_path: Path):
+def test_tiny_training_run_lowers_loss_and_checkpoint_round_trips(shared_dir: Path, tmp_path: Path,
+                                                                  tiny_checkpoint: Path, pytorch_trunk):
     from posecli.models.checkpoint import load_checkpoint
     from posecli.models.diffusion import DDIMSampler, NoiseSchedule
     from posecli.models.predictor import HeatmapPredictor
 
-    config = _tiny_config(shared_dir, tmp_path / "run", steps=25)
+    config = _tiny_config(shared_dir, tmp_path / "run", steps=25, init=tiny_checkpoint)
     torch.manual_seed(config.seed)
     before = _fixed_loss(build_model(config), config)
     final = train(config)
@@ -269,7 +284,7 @@ def test_tiny_training_run_lowers_loss_and_checkpoint_round_trips(shared_dir: Pa
     model = build_model(config)
     model.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
                            for k, v in state["model"].items()})
-    crops = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 48, 3), dtype=np.uint8)
+    crops = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64, 3), dtype=np.uint8)
 
     def predict(m):
         sampler = DDIMSampler(NoiseSchedule(m.timesteps), steps=2, seed=7)
@@ -279,8 +294,8 @@ def test_tiny_training_run_lowers_loss_and_checkpoint_round_trips(shared_dir: Pa
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_run(shared_dir: Path, tmp_path: Path):
-    straight = replace(_tiny_config(shared_dir, tmp_path / "a", steps=6), val_json=None)
+def test_resume_continues_the_same_run(shared_dir: Path, tmp_path: Path, tiny_checkpoint: Path, pytorch_trunk):
+    straight = replace(_tiny_config(shared_dir, tmp_path / "a", steps=6, init=tiny_checkpoint), val_json=None)
     train(straight)
     paused = replace(straight, out_dir=tmp_path / "b", stop_after=3)
     assert train(paused).name == "step_000003.pt"
@@ -294,11 +309,12 @@ def test_resume_continues_the_same_run(shared_dir: Path, tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_training_lowers_the_loss(shared_dir: Path, tmp_path: Path, amp: str):
+def test_mixed_precision_training_lowers_the_loss(shared_dir: Path, tmp_path: Path, amp: str, tiny_checkpoint: Path,
+                                                  pytorch_trunk):
     # The autocast and gradient-scaler path that CUDA training takes, run on the CPU.
     from posecli.models.checkpoint import load_checkpoint
 
-    config = replace(_tiny_config(shared_dir, tmp_path / "run", steps=25), amp=amp)
+    config = replace(_tiny_config(shared_dir, tmp_path / "run", steps=25, init=tiny_checkpoint), amp=amp)
     torch.manual_seed(config.seed)
     before = _fixed_loss(build_model(config), config)
     loaded, _ = load_checkpoint(train(config))

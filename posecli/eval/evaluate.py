@@ -84,7 +84,7 @@ class DiffPoseTopDown:
     Args:
         heatmaps: crops uint8 [N,T,H,W,3] BGR (T = window, or 1 for a still frame) → heatmaps
             [N,K,h,w] (``PoseModel.heatmaps`` or a ``HeatmapPredictor``).
-        input_hw: model input (height, width), e.g. (256, 192).
+        input_hw: model input (height, width), e.g. (256, 256).
         window: frames T per prediction.
         stride: input pixels per heatmap pixel (default: input height / heatmap height).
         name: report key.

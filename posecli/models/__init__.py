@@ -3,15 +3,13 @@
 Importing this package imports torch; the CLI imports it inside commands only.
 """
 
-from .backbone import EfficientNetLite0, load_imagenet_weights
 from .checkpoint import load_checkpoint, save_checkpoint
-from .diffpose import DiffPose
+from .diffpose_movenet import DiffPoseMoveNet
 from .diffusion import DDIMSampler, NoiseSchedule, heatmap_to_signal, signal_to_heatmap
 from .predictor import HeatmapPredictor
-from .preprocess import MEAN_RGB, STD_RGB, crops_to_tensor
+from .preprocess import RAW_MEAN_RGB, RAW_STD_RGB, crops_to_tensor
 
 __all__ = [
-    "DDIMSampler", "DiffPose", "EfficientNetLite0", "HeatmapPredictor", "MEAN_RGB", "NoiseSchedule",
-    "STD_RGB", "crops_to_tensor", "heatmap_to_signal", "load_checkpoint",
-    "load_imagenet_weights", "save_checkpoint", "signal_to_heatmap",
+    "DDIMSampler", "DiffPoseMoveNet", "HeatmapPredictor", "NoiseSchedule", "RAW_MEAN_RGB", "RAW_STD_RGB",
+    "crops_to_tensor", "heatmap_to_signal", "load_checkpoint", "save_checkpoint", "signal_to_heatmap",
 ]

@@ -4,7 +4,7 @@ File layout (a ``torch.save`` dict): ``{"format": "posecli-checkpoint/1", "confi
 "state_dict": {name: tensor}}``. Floating tensors are stored as float16 (halves the file; the
 models are trained in fp32 and lose nothing measurable), integer buffers as they are. The config
 holds everything needed to rebuild the exact network and run it: ``arch``, ``model`` (every
-``DiffPose`` constructor argument), ``window``, ``input_size``, ``heatmap_size``, ``sigma``,
+``DiffPoseMoveNet`` constructor argument), ``window``, ``input_size``, ``heatmap_size``, ``sigma``,
 ``steps``, ``signal_scale``, ``schedule``, ``timesteps``, ``mean``/``std`` and whatever else the
 caller records (e.g. a ``training`` record).
 """
@@ -19,14 +19,17 @@ from typing import Any
 
 import torch
 
-from .diffpose import DiffPose
+from posecli.errors import PoseCliError
+
 from .diffpose_movenet import DiffPoseMoveNet
 from .diffusion import DEFAULT_SIGNAL_SCALE
-from .preprocess import MEAN_RGB, STD_RGB
+from .preprocess import RAW_MEAN_RGB, RAW_STD_RGB
 
 FORMAT = "posecli-checkpoint/1"
 # Architecture name in a checkpoint's config → the network class it rebuilds.
-ARCHITECTURES: dict[str, type] = {"diffpose": DiffPose, "diffpose-movenet": DiffPoseMoveNet}
+ARCHITECTURES: dict[str, type] = {"diffpose-movenet": DiffPoseMoveNet}
+# Architectures of earlier checkpoints that this version cannot run, with what they were.
+RETIRED_ARCHITECTURES = {"diffpose": "DiffPose v1 on EfficientNet-Lite0, diffpose.coco17-v1"}
 
 
 def arch_of(model) -> str:  # noqa: ANN001 - one of ARCHITECTURES' classes
@@ -37,15 +40,15 @@ def arch_of(model) -> str:  # noqa: ANN001 - one of ARCHITECTURES' classes
     raise TypeError(f"no checkpoint architecture for {type(model).__name__}")
 
 
-def checkpoint_config(model: DiffPose, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_config(model: DiffPoseMoveNet, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full config saved with ``model``: the caller's keys plus what the model defines.
 
     Keys the model determines (``arch``, ``model``, ``window``, ``input_size``, ``heatmap_size``,
     ``timesteps``) must agree with the caller's if given; ``steps`` (1), ``signal_scale`` (1.0),
-    ``schedule`` ("cosine"), ``sigma`` (2.0), ``mean``/``std`` (ImageNet) get defaults.
+    ``schedule`` ("cosine"), ``sigma`` (2.0), ``mean``/``std`` (plain 0..255 RGB) get defaults.
     """
     out: dict[str, Any] = {"sigma": 2.0, "steps": 1, "signal_scale": DEFAULT_SIGNAL_SCALE,
-                           "schedule": "cosine", "mean": list(MEAN_RGB), "std": list(STD_RGB)}
+                           "schedule": "cosine", "mean": list(RAW_MEAN_RGB), "std": list(RAW_STD_RGB)}
     out.update(config or {})
     derived = {
         "arch": arch_of(model),
@@ -62,12 +65,13 @@ def checkpoint_config(model: DiffPose, config: dict[str, Any] | None = None) -> 
     return json.loads(json.dumps(out))  # fails early on anything not JSON-able
 
 
-def save_checkpoint(path: str | os.PathLike, model: DiffPose, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_checkpoint(path: str | os.PathLike, model: DiffPoseMoveNet,
+                    config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` (fp16) and its config to ``path`` atomically (temp file + ``os.replace``).
 
     Args:
         path: destination file (``.pt``).
-        model: the DiffPose to save (left unchanged).
+        model: the network to save (left unchanged).
         config: extra JSON-able settings (sigma, steps, signal_scale, schedule, training, …).
 
     Returns:
@@ -93,19 +97,26 @@ def save_checkpoint(path: str | os.PathLike, model: DiffPose, config: dict[str, 
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
-                    ) -> tuple[DiffPose | DiffPoseMoveNet, dict[str, Any]]:
-    """Rebuild the saved DiffPose (fp32, eval mode) on ``device``.
+                    ) -> tuple[DiffPoseMoveNet, dict[str, Any]]:
+    """Rebuild the saved network (fp32, eval mode) on ``device``.
 
     Only plain tensors and strings are unpickled (``weights_only=True``); the model is built from
     the config's constructor arguments, so no training-only package is imported.
 
     Returns:
         (model, config).
+
+    Raises:
+        PoseCliError: a checkpoint of a retired architecture (``RETIRED_ARCHITECTURES``).
+        ValueError: not a posecli checkpoint, or one that does not fit its own config.
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
     config = json.loads(payload["config"])
+    if config.get("arch") in RETIRED_ARCHITECTURES:
+        raise PoseCliError(f"{path}: architecture {config['arch']!r} ({RETIRED_ARCHITECTURES[config['arch']]}) "
+                           "is no longer supported; use the default diffpose.coco17-v2")
     if config.get("arch") not in ARCHITECTURES:
         raise ValueError(f"{path}: unsupported arch {config.get('arch')!r}")
     kwargs = dict(config["model"])

@@ -27,7 +27,7 @@ from posecli.errors import PoseCliError
 from posecli.types import ModelInfo
 
 from .checkpoint import load_checkpoint
-from .diffpose import HEATMAP_STRIDE
+from .diffpose_movenet import HEATMAP_STRIDE
 from .diffusion import DDIMSampler, NoiseSchedule
 from .openvino_trunk import openvino_trunk_or_none
 from .predictor import HeatmapPredictor
@@ -92,7 +92,7 @@ def auto_batch_size(device: str, window: int) -> int:
 
 
 class PoseModel:
-    """A loaded DiffPose checkpoint ready for inference.
+    """A loaded pose checkpoint (``DiffPoseMoveNet``) ready for inference.
 
     Attributes:
         info: name, sha256, window and steps, as recorded in outputs.
@@ -123,16 +123,14 @@ class PoseModel:
         sampler = DDIMSampler(schedule, steps=steps, seed=seed, signal_scale=float(config["signal_scale"]))
         self.predictor = HeatmapPredictor(model, sampler, device=device, dtype=self.dtype,
                                           batch_size=self.batch_size, mean=config["mean"], std=config["std"])
-        # The backbones keep their activations NHWC themselves; the decoder and STRL convolutions get NHWC
-        # weights here (same names and shapes, in the predictor's own copy), which spares oneDNN a
-        # layout conversion per operator: 1.4-1.5× faster decoding on the CPU, same outputs.
-        for part in (self.predictor.model.strl, self.predictor.model.decoder):
+        # The decoder, STRL and trunk convolutions get NHWC weights here (same names and shapes, in the
+        # predictor's own copy), which spares oneDNN a layout conversion per operator: 1.4-1.5× faster
+        # decoding on the CPU, same outputs.
+        for part in (self.predictor.model.strl, self.predictor.model.decoder, self.predictor.model.trunk):
             part.to(memory_format=torch.channels_last)
-        if config["arch"] == "diffpose-movenet":
-            self.predictor.model.trunk.to(memory_format=torch.channels_last)
-            if device == "cpu" and not compile:
-                self.predictor.trunk_runner = openvino_trunk_or_none(self.predictor.model.trunk, self.input_hw,
-                                                                     threads or torch.get_num_threads())
+        if device == "cpu" and not compile:
+            self.predictor.trunk_runner = openvino_trunk_or_none(self.predictor.model.trunk, self.input_hw,
+                                                                 threads or torch.get_num_threads())
         if compile:
             _compile_network(self.predictor.model)
         self.info = ModelInfo(name=name, sha256=sha256, window=self.window, steps=steps)

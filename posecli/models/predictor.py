@@ -1,9 +1,9 @@
 """Inference: uint8 crops → heatmaps, batched, with an optional per-frame feature cache split.
 
-``HeatmapPredictor(crops)`` runs backbone → STRL → DDIM-sampled decoder and returns heatmaps in
-the [0, 1] Gaussian-peak scale. Callers that can reuse a frame's crop across windows call
-:meth:`HeatmapPredictor.features` once per distinct crop and
-:meth:`HeatmapPredictor.heatmaps_from_features` per window.
+``HeatmapPredictor(crops)`` runs the per-crop encoder (MoveNet's layers and prior) → STRL →
+DDIM-sampled decoder and returns heatmaps in the [0, 1] Gaussian-peak scale. Callers that can
+reuse a frame's crop across windows call :meth:`HeatmapPredictor.features` once per distinct crop
+and :meth:`HeatmapPredictor.heatmaps_from_features` per window.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .backbone import FEATURE_CHANNELS, FEATURE_STRIDE
-from .diffpose import DiffPose
 from .diffpose_movenet import DiffPoseMoveNet
 from .diffusion import DDIMSampler, signal_to_heatmap
-from .preprocess import MEAN_RGB, STD_RGB, crops_to_tensor
+from .preprocess import RAW_MEAN_RGB, RAW_STD_RGB, crops_to_tensor
 
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -30,7 +28,7 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
 
     Works in place and puts ``model`` in eval mode. Saves a pass over each activation map on the
     CPU; outputs agree with the unfused model to float rounding. Inference only: the result cannot
-    be trained further. (The backbone folds its own BatchNorms on the fly in eval mode.)
+    be trained further. (MoveNet's layers have their BatchNorms folded already.)
     """
     model.eval()
     for module in model.modules():
@@ -46,7 +44,7 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
 
 
 class HeatmapPredictor:
-    """Batched heatmap inference for a :class:`DiffPose`.
+    """Batched heatmap inference for a :class:`DiffPoseMoveNet`.
 
     Args:
         model: the network (not modified: the predictor works on a BN-fused copy in eval mode).
@@ -57,12 +55,12 @@ class HeatmapPredictor:
         mean, std: input normalisation (``preprocess.crops_to_tensor``; the checkpoint's).
     """
 
-    def __init__(self, model: DiffPose | DiffPoseMoveNet, sampler: DDIMSampler, device: str | torch.device = "cpu",
+    def __init__(self, model: DiffPoseMoveNet, sampler: DDIMSampler, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, batch_size: int = 16,
-                 mean: tuple[float, ...] = MEAN_RGB, std: tuple[float, ...] = STD_RGB) -> None:
+                 mean: tuple[float, ...] = RAW_MEAN_RGB, std: tuple[float, ...] = RAW_STD_RGB) -> None:
         self.device = torch.device(device)
         self.mean, self.std = tuple(mean), tuple(std)
-        # DiffPose on MoveNet: what runs MoveNet's layers (None: the model's own PyTorch trunk).
+        # What runs MoveNet's layers (None: the model's own PyTorch trunk).
         self.trunk_runner = None
         self.dtype = dtype
         self.batch_size = batch_size
@@ -79,14 +77,14 @@ class HeatmapPredictor:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def features(self, crops: np.ndarray) -> torch.Tensor:
-        """Backbone features of single crops.
+        """Per-crop features (``DiffPoseMoveNet.encode_frames``) of single crops.
 
         Args:
             crops: [M, H, W, 3] uint8 BGR crops of size ``input_size``.
 
         Returns:
-            [M, 112, H/16, W/16] features on the predictor's device (in ``dtype`` under autocast),
-            ready to be cached and stacked into windows for :meth:`heatmaps_from_features`.
+            [M, D] packed features on the predictor's device (``model.layout``), ready to be cached
+            and stacked into windows for :meth:`heatmaps_from_features`.
         """
         crops = np.asarray(crops)
         if crops.ndim != 4 or tuple(crops.shape[1:3]) != tuple(self.input_size):
@@ -96,29 +94,19 @@ class HeatmapPredictor:
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(crops), chunk):
                 x = crops_to_tensor(crops[i:i + chunk], self.device, mean=self.mean, std=self.std)
-                if isinstance(self.model, DiffPoseMoveNet):
-                    out.append(self.model.encode_frames(x, self.trunk_runner))
-                else:
-                    out.append(self.model.encode_frames(x))
+                out.append(self.model.encode_frames(x, self.trunk_runner))
         if not out:
-            return torch.zeros((0, *self._feature_shape()), device=self.device)
+            return torch.zeros((0, self.model.layout.size), device=self.device)
         return torch.cat(out)
-
-    def _feature_shape(self) -> tuple[int, ...]:
-        if isinstance(self.model, DiffPoseMoveNet):
-            return (self.model.layout.size,)
-        h, w = self.input_size
-        return (FEATURE_CHANNELS, h // FEATURE_STRIDE, w // FEATURE_STRIDE)
 
     def heatmaps_from_features(self, features: torch.Tensor, to_key: np.ndarray | None = None) -> np.ndarray:
         """Heatmaps from per-window stacks of features.
 
         Args:
-            features: [N, T, ...] from :meth:`features`, key frame at T // 2; T equals the
+            features: [N, T, D] from :meth:`features`, key frame at T // 2; T equals the
                 model's window, or 1 (a single image, replicated to the window).
-            to_key: [N, T, 2, 3] affines from each frame's crop to the key frame's crop (DiffPose
-                on MoveNet aligns the frames' priors with them); None = all frames share the key
-                frame's crop (v1 ignores it).
+            to_key: [N, T, 2, 3] affines from each frame's crop to the key frame's crop (the
+                frames' priors are aligned with them); None = all frames share the key frame's crop.
 
         Returns:
             [N, K, H/4, W/4] float32 heatmaps on the [0, 1] Gaussian-peak scale (not clamped:
@@ -133,17 +121,13 @@ class HeatmapPredictor:
             to_key = None
         if features.shape[1] != self.window:
             raise ValueError(f"windows must have {self.window} frames (or 1), got {features.shape[1]}")
-        movenet = isinstance(self.model, DiffPoseMoveNet)
         if to_key is not None:
             to_key = torch.as_tensor(np.asarray(to_key, np.float32), device=self.device)
         out = []
         with torch.inference_mode(), self._autocast():
             for i in range(0, n, self.batch_size):
                 batch = features[i:i + self.batch_size].to(self.device)
-                if movenet:
-                    cond = self.model.fuse(batch, None if to_key is None else to_key[i:i + self.batch_size])
-                else:
-                    cond = self.model.fuse(batch)
+                cond = self.model.fuse(batch, None if to_key is None else to_key[i:i + self.batch_size])
                 x0 = self.sampler.sample(lambda x_t, t: self.model.denoise(x_t, cond, t),
                                          (batch.shape[0], k, hh, hw), device=self.device, dtype=torch.float32)
                 out.append(signal_to_heatmap(x0.float(), self.sampler.signal_scale).cpu())

@@ -1,27 +1,25 @@
-"""Crops to network input: BGR uint8 → RGB float, /255, ImageNet mean/std (posecli spec)."""
+"""Crops to network input: BGR uint8 → RGB float, normalised with the checkpoint's mean/std."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-MEAN_RGB = (0.485, 0.456, 0.406)
-STD_RGB = (0.229, 0.224, 0.225)
 # Identity normalisation: RGB stays in 0..255 (MoveNet scales its input inside the graph).
 RAW_MEAN_RGB = (0.0, 0.0, 0.0)
 RAW_STD_RGB = (1.0 / 255.0,) * 3
 
 
 def crops_to_tensor(crops: np.ndarray, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32, mean: tuple[float, ...] = MEAN_RGB,
-                    std: tuple[float, ...] = STD_RGB) -> torch.Tensor:
+                    dtype: torch.dtype = torch.float32, mean: tuple[float, ...] = RAW_MEAN_RGB,
+                    std: tuple[float, ...] = RAW_STD_RGB) -> torch.Tensor:
     """Normalize BGR uint8 crops for the model.
 
     Args:
         crops: [..., H, W, 3] uint8 BGR images (any leading dims, e.g. N or N×T).
         device, dtype: of the result.
-        mean, std: RGB normalisation in units of 1/255 (ImageNet by default; the checkpoint's
-            ``mean``/``std``; ``RAW_MEAN_RGB``/``RAW_STD_RGB`` give plain 0..255 values).
+        mean, std: RGB normalisation in units of 1/255 (the checkpoint's ``mean``/``std``; the
+            default ``RAW_MEAN_RGB``/``RAW_STD_RGB`` gives plain 0..255 values, MoveNet's input).
 
     Returns:
         [..., 3, H, W] RGB, ``(x / 255 − mean) / std``.

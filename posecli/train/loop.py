@@ -1,5 +1,6 @@
 """The DiffPose training loop: AdamW, warmup + cosine LR, masked diffusion loss, validation,
-resumable training state and fp16 inference checkpoints.
+resumable training state and fp16 inference checkpoints. STRL and the decoder of
+``DiffPoseMoveNet`` learn; MoveNet's layers stay frozen.
 
 Outputs under ``config.out_dir``:
     ``train.log``       the log (also on stderr), loss every ``log_every`` steps.
@@ -26,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posecli.crop import BOX_ENLARGE
 from posecli.errors import PoseCliError
 from posecli.train.augment import AugmentConfig
 from posecli.train.datasets import CocoKeypoints, MixedDataset, VideoPseudoLabels, eval_persons
@@ -94,18 +94,17 @@ class TrainConfig:
             environment variable ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported: with
             spinning OpenMP threads, 2 threads on a loaded 2-core machine were 4× slower than 1.
         num_workers: DataLoader worker processes.
-        arch: ``diffpose`` (v1: EfficientNet-Lite0) or ``diffpose-movenet`` (v2: MoveNet trunk).
-        trunk: the TFJS MoveNet graph model (``movenet-thunder.json``) whose layers start a
-            ``diffpose-movenet`` run.
+        trunk: the TFJS MoveNet graph model (``movenet-thunder.json``) whose layers start the
+            run (or ``init_checkpoint``).
         window: frames per window T.
-        input_size: model input (H, W).
-        crop_enlarge: crop region as a multiple of the person box (``crop.crop_transform``).
+        input_size: model input (H, W), multiples of 32 (MoveNet's square 256×256 by default).
+        crop_enlarge: crop region as a multiple of the person box (``crop.crop_transform``; 1.15
+            of the longer side in a square crop is MoveNet's own framing).
         teacher_weight: loss weight of unlabelled joints learnt from the model's MoveNet prior
-            (``diffpose-movenet``; see ``train/loss.py``).
+            (see ``train/loss.py``).
         prior_scores: labelled joints' target peaks are the MoveNet prior's scores, not 1
-            (``diffpose-movenet``; see ``train/loss.py``).
-        frozen_stages: EfficientNet-Lite0 stages frozen (stem + first N).
-        model_kwargs: other ``DiffPose`` keyword arguments (widths, depths, timesteps).
+            (see ``train/loss.py``).
+        model_kwargs: other ``DiffPoseMoveNet`` keyword arguments (widths, depths, timesteps, …).
         sigma: target Gaussian sigma in heatmap pixels.
         signal_scale: diffusion signal range.
         fg_weight: extra loss weight of heatmap peak pixels, ``1 + fg_weight · h`` (0 = the
@@ -143,14 +142,12 @@ class TrainConfig:
     amp: str = "auto"
     threads: int = 0
     num_workers: int = 1
-    arch: str = "diffpose"
     trunk: Path | None = None
     window: int = 3
-    input_size: tuple[int, int] = (256, 192)
-    crop_enlarge: float = BOX_ENLARGE
+    input_size: tuple[int, int] = (256, 256)
+    crop_enlarge: float = 1.15
     teacher_weight: float = 0.0
     prior_scores: bool = False
-    frozen_stages: int = 3
     model_kwargs: dict = field(default_factory=dict)
     sigma: float = HEATMAP_SIGMA
     signal_scale: float = 1.0
@@ -241,49 +238,27 @@ def lr_factor(progress: float, step: int, warmup_steps: int, min_ratio: float) -
 
 
 def build_model(config: TrainConfig):
-    """A fresh DiffPose (ImageNet backbone for v1, MoveNet's layers for v2), or the weights of
-    ``init_checkpoint``."""
+    """A fresh ``DiffPoseMoveNet`` on the layers of ``trunk``, or the weights of ``init_checkpoint``."""
+    from posecli.models.checkpoint import load_checkpoint
+    from posecli.models.diffpose_movenet import DiffPoseMoveNet
+    from posecli.models.movenet import movenet_spec, read_tfjs_weights
+
     kwargs = dict(config.model_kwargs)
     kwargs.update(window=config.window, input_size=tuple(config.input_size))
-    if config.arch == "diffpose-movenet":
-        from posecli.models.diffpose_movenet import DiffPoseMoveNet
-        from posecli.models.movenet import movenet_spec, read_tfjs_weights
-
-        if config.trunk is None and not config.init_checkpoint:
-            raise PoseCliError("--arch diffpose-movenet needs --trunk movenet-thunder.json (or --init)")
-        weights = read_tfjs_weights(config.trunk) if config.trunk else None
-        if weights is not None:
-            kwargs["trunk"] = movenet_spec(weights)
-        elif "trunk" not in kwargs:
-            from posecli.models.checkpoint import load_checkpoint
-
-            kwargs["trunk"] = load_checkpoint(config.init_checkpoint)[1]["model"]["trunk"]
-        model = DiffPoseMoveNet(**kwargs)
-        if weights is not None:
-            model.trunk.load_tfjs(weights)
-    elif config.arch == "diffpose":
-        from posecli.models.diffpose import DiffPose
-
-        model = DiffPose(frozen_stages=config.frozen_stages, **kwargs)
-    else:
-        raise PoseCliError(f"unknown --arch {config.arch!r}; choose diffpose or diffpose-movenet")
+    if config.trunk is None and not config.init_checkpoint:
+        raise PoseCliError("posecli train needs --trunk movenet-thunder.json (MoveNet's layers) or --init CHECKPOINT")
+    weights = read_tfjs_weights(config.trunk) if config.trunk else None
+    if weights is not None:
+        kwargs["trunk"] = movenet_spec(weights)
+    elif "trunk" not in kwargs:
+        kwargs["trunk"] = load_checkpoint(config.init_checkpoint)[1]["model"]["trunk"]
+    model = DiffPoseMoveNet(**kwargs)
+    if weights is not None:
+        model.trunk.load_tfjs(weights)
     if config.init_checkpoint:
-        from posecli.models.checkpoint import load_checkpoint
-
         loaded, _ = load_checkpoint(config.init_checkpoint)
         model.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
-    elif config.arch == "diffpose":
-        from posecli.models.backbone import load_imagenet_weights
-
-        load_imagenet_weights(model)
     return model
-
-
-def input_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the network input: ImageNet for v1, plain 0..255 RGB for MoveNet's layers."""
-    from posecli.models.preprocess import MEAN_RGB, RAW_MEAN_RGB, RAW_STD_RGB, STD_RGB
-
-    return (RAW_MEAN_RGB, RAW_STD_RGB) if config.arch == "diffpose-movenet" else (MEAN_RGB, STD_RGB)
 
 
 def predict_keypoints(predictor, crops: np.ndarray, matrices: np.ndarray) -> np.ndarray:
@@ -310,8 +285,7 @@ def validate(model, config: TrainConfig, val_source, device: torch.device) -> di
 
     schedule = NoiseSchedule(model.timesteps, "cosine")
     sampler = DDIMSampler(schedule, steps=config.val_steps, seed=0, signal_scale=config.signal_scale)
-    mean, std = input_normalisation(config)
-    predictor = HeatmapPredictor(model, sampler, device=device, mean=mean, std=std)  # an eval-mode copy
+    predictor = HeatmapPredictor(model, sampler, device=device)  # an eval-mode copy; RGB 0..255 input
     preds, gts, labelled, sizes = [], [], [], []
     batch: list = []
 
@@ -344,9 +318,11 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def inference_config(config: TrainConfig, record: dict) -> dict:
     """What the inference checkpoint records beyond what ``checkpoint_config`` derives from the model."""
-    mean, std = input_normalisation(config)
+    from posecli.models.preprocess import RAW_MEAN_RGB, RAW_STD_RGB
+
     return {"sigma": config.sigma, "steps": config.val_steps, "signal_scale": config.signal_scale,
-            "schedule": "cosine", "mean": list(mean), "std": list(std), "crop_enlarge": config.crop_enlarge,
+            "schedule": "cosine", "mean": list(RAW_MEAN_RGB), "std": list(RAW_STD_RGB),
+            "crop_enlarge": config.crop_enlarge,
             "training": record}
 
 
@@ -434,11 +410,9 @@ def _train(config: TrainConfig, out: Path) -> Path:
     dataset = MixedDataset(sources, mix, config.steps * config.batch_size, config.window,
                            tuple(config.input_size), config.augment, config.seed, config.sigma,
                            enlarge=config.crop_enlarge)
-    mean, std = input_normalisation(config)
-    movenet = config.arch == "diffpose-movenet"
     # MoveNet's layers are frozen: on the CPU OpenVINO runs them (3× PyTorch eager), as at inference.
     trunk = None
-    if movenet and device.type == "cpu":
+    if device.type == "cpu":
         from posecli.models.openvino_trunk import openvino_trunk_or_none
 
         trunk = openvino_trunk_or_none(model.trunk, tuple(config.input_size), torch.get_num_threads())
@@ -460,8 +434,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
     def record(final: bool = False) -> dict:
         return {"datasets": [dict(s.describe(), weight=w) for s, w in zip(sources, mix)],
                 "steps": step, "batch_size": config.batch_size, "samples": step * config.batch_size,
-                "seed": config.seed, "lr": config.lr, "arch": config.arch,
-                "frozen_stages": config.frozen_stages if config.arch == "diffpose" else None,
+                "seed": config.seed, "lr": config.lr,
                 "teacher_weight": config.teacher_weight, "prior_scores": config.prior_scores,
                 "crop_enlarge": config.crop_enlarge,
                 "face_teacher_weight": config.face_teacher_weight, "augment": asdict(config.augment),
@@ -512,7 +485,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
         factor = lr_factor(progress, step, config.warmup_steps, config.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * factor
-        images = crops_to_tensor(batch["crops"].numpy(), device, mean=mean, std=std)
+        images = crops_to_tensor(batch["crops"].numpy(), device)  # RGB 0..255, MoveNet's input
         heatmaps = batch["heatmaps"].to(device)
         weights = batch["weights"].to(device)
         noise.manual_seed(config.seed * 1_000_003 + step)  # same t and ε after a resume
@@ -520,7 +493,7 @@ def _train(config: TrainConfig, out: Path) -> Path:
             loss = weighted_diffusion_loss(model, schedule, images, heatmaps, weights, generator=noise,
                                            signal_scale=config.signal_scale, fg_weight=config.fg_weight,
                                            high_t_fraction=config.high_t_fraction,
-                                           to_key=batch["to_key"].to(device) if movenet else None,
+                                           to_key=batch["to_key"].to(device),
                                            teacher_weight=config.teacher_weight,
                                            prior_scores=config.prior_scores, trunk=trunk)
         if not torch.isfinite(loss):

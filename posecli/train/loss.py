@@ -52,7 +52,7 @@ def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor
     """Masked, optionally foreground-weighted L2 between x̂0 and x0.
 
     Args:
-        model: ``DiffPose`` (``model(images, x_t, t) -> x̂0``).
+        model: ``DiffPoseMoveNet`` (without ``to_key`` any ``model(images, x_t, t) -> x̂0``).
         schedule: the noise schedule.
         images: [B, T, 3, H, W] normalised frames.
         heatmaps: [B, K, h, w] targets in [0, 1].
@@ -61,7 +61,8 @@ def weighted_diffusion_loss(model, schedule: NoiseSchedule, images: torch.Tensor
         signal_scale: diffusion signal range.
         fg_weight: extra weight of peak pixels (see module docstring).
         high_t_fraction: share of timesteps drawn from the top 10 % of the schedule.
-        to_key: [B, T, 2, 3] frame-crop → key-crop affines, for DiffPose on MoveNet (None: v1).
+        to_key: [B, T, 2, 3] frame-crop → key-crop affines (None: the plain forward pass, every
+            frame taken as cropped like the key frame; no teacher or prior-score targets).
         teacher_weight: loss weight of unlabelled joints learnt from the prior (with ``to_key``).
         prior_scores: labelled joints' target peaks are the prior's scores (with ``to_key``).
         trunk: runs MoveNet's layers (``openvino_trunk.OpenVinoTrunk``; None: the model's own).
