@@ -108,6 +108,11 @@ TINY_TRUNK = {
 }
 
 
+# Layer sizes of the stand-in besides its trunk (also the ``model_kwargs`` of training runs from it).
+TINY_MODEL_KWARGS = {"strl_dim": 32, "strl_depth": 1, "strl_heads": 2, "decoder_channels": (32, 16, 8),
+                     "decoder_heads": 2, "time_dim": 32}
+
+
 def tiny_pose_model(window: int = 3, input_size: tuple[int, int] = (64, 64), seed: int = 0, **kwargs):
     """A small random ``DiffPoseMoveNet`` on :data:`TINY_TRUNK` (train mode, as constructed).
 
@@ -121,8 +126,7 @@ def tiny_pose_model(window: int = 3, input_size: tuple[int, int] = (64, 64), see
     from posecli.models.diffpose_movenet import DiffPoseMoveNet
 
     torch.manual_seed(seed)
-    args = dict(window=window, input_size=input_size, strl_dim=32, strl_depth=1, strl_heads=2,
-                decoder_channels=(32, 16, 8), decoder_heads=2, time_dim=32)
+    args = dict(TINY_MODEL_KWARGS, window=window, input_size=input_size)
     args.update(kwargs)
     model = DiffPoseMoveNet(copy.deepcopy(TINY_TRUNK), **args)
     head = model.decoder.head[-1]
@@ -133,7 +137,8 @@ def tiny_pose_model(window: int = 3, input_size: tuple[int, int] = (64, 64), see
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """:func:`tiny_pose_model` as a checkpoint file (1 DDIM step, the shipped model's crop framing)."""
+    """:func:`tiny_pose_model` (64×64 input, window 3) as a checkpoint file (1 DDIM step, the shipped
+    model's crop framing); training runs start from it with ``init_checkpoint``."""
     from posecli.models import save_checkpoint
 
     path = tmp_path_factory.mktemp("tiny-weights") / "tiny.pt"
@@ -148,3 +153,11 @@ def tiny_weights(tiny_checkpoint: Path, monkeypatch) -> Path:
     tests of the shipped weights go that way."""
     monkeypatch.setattr("posecli.models.loading.openvino_trunk_or_none", lambda trunk, input_hw, threads: None)
     return tiny_checkpoint
+
+
+@pytest.fixture
+def pytorch_trunk(monkeypatch) -> None:
+    """Training runs MoveNet's layers in PyTorch, not OpenVINO: the conversion costs 5-12 s per run
+    on two cores (up to 30 on a busy machine) whatever the width; that the OpenVINO trunk computes
+    what PyTorch does is ``test_diffpose_movenet``'s."""
+    monkeypatch.setattr("posecli.models.openvino_trunk.openvino_trunk_or_none", lambda trunk, input_hw, threads: None)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TINY_MODEL_KWARGS
 from posecli.errors import PoseCliError
 from posecli.train.augment import AugmentConfig, make_example
 from posecli.train.datasets import CocoKeypoints, VideoPseudoLabels
@@ -69,11 +70,11 @@ def test_window_must_match_the_clip_windows(shard):
         open_shards(shard, 5, face_teacher_weight=0.0, drop_lr_suspect=True)
 
 
-def test_training_runs_from_a_shard_folder(shard, tmp_path):
+def test_training_runs_from_a_shard_folder(shard, tmp_path, tiny_checkpoint, pytorch_trunk):
     config = TrainConfig(datasets=(DatasetSpec(str(shard), 1.0),), out_dir=tmp_path / "run", steps=2,
-                         batch_size=2, num_workers=0, threads=1, input_size=(64, 48), window=3,
+                         batch_size=2, num_workers=0, threads=1, input_size=(64, 64), window=3,
                          val_json=None, checkpoint_every=1000, log_every=1,
-                         model_kwargs=dict(strl_dim=32, decoder_channels=(32, 16, 8), time_dim=32))
+                         init_checkpoint=tiny_checkpoint, model_kwargs=TINY_MODEL_KWARGS)
     with pytest.raises(PoseCliError, match="3-frame clip windows"):
         build_sources(replace(config, window=5))
     sources, weights = build_sources(config)

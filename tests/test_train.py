@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_MODEL_KWARGS
 from posecli.crop import apply_affine, crop_transform, heatmap_to_input
 from posecli.decode import dark_decode
 from posecli.train.augment import AugmentConfig, about_centre, make_example
@@ -221,18 +222,9 @@ def _tiny_config(shared_dir: Path, out: Path, steps: int, init: Path) -> TrainCo
         steps=steps, batch_size=4, lr=3e-3, warmup_steps=2, checkpoint_every=1000, num_workers=0,
         threads=1, input_size=(64, 64), window=3, augment=AugmentConfig.none(),
         val_json=data / "lspet/val.json", val_limit=4, val_every=0, log_every=5,
-        face_teacher_weight=0.0, init_checkpoint=init,
-        model_kwargs=dict(strl_dim=32, strl_depth=1, strl_heads=2, decoder_channels=(32, 16, 8), decoder_heads=2,
-                          time_dim=32),
+        face_teacher_weight=0.0, init_checkpoint=init, model_kwargs=TINY_MODEL_KWARGS,
     )
 
-
-@pytest.fixture
-def pytorch_trunk(monkeypatch):
-    """MoveNet's layers run in PyTorch in the training loop, not OpenVINO: its conversion costs
-    5-12 s (up to 30 on a busy machine) per run on two cores, whatever the width; that the OpenVINO
-    trunk computes what PyTorch does is ``test_diffpose_movenet``'s."""
-    monkeypatch.setattr("posecli.models.openvino_trunk.openvino_trunk_or_none", lambda trunk, input_hw, threads: None)
 
 
 def _fixed_loss(model, config: TrainConfig) -> float:
