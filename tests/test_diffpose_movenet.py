@@ -10,8 +10,8 @@ import torch
 
 from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
-from posecli.models.diffpose_movenet import (MIRROR_AGREE_PX, DiffPoseMoveNet, merge_mirrored, movenet_to_heatmap_xy,
-                                             render_gaussians)
+from posecli.models.diffpose_movenet import (MIRROR_AGREE_PX, TEMPORAL_AGREE_PX, DiffPoseMoveNet, binomial_weights,
+                                             merge_mirrored, movenet_to_heatmap_xy, render_gaussians, temporal_prior)
 from posecli.models.diffusion import DDIMSampler, NoiseSchedule
 from posecli.models.movenet import decode_single_pose, movenet_spec, read_tfjs_weights
 from posecli.models.predictor import HeatmapPredictor
@@ -92,8 +92,8 @@ def test_untrained_model_reproduces_movenet_keypoints(thunder, person) -> None:
 
 
 def test_neighbour_priors_are_moved_into_the_key_crop(thunder) -> None:
-    """Frame points seen in a neighbour's own crop (rotated, scaled, shifted box) are rendered at
-    the key crop's pixels of the same frame points."""
+    """Frame points seen in a neighbour's own crop (rotated, scaled, shifted box) land on the key
+    crop's pixels of the same frame points, and are rendered there."""
     rng = np.random.default_rng(3)
     frame_pts = rng.uniform(100, 400, (17, 2))
     key_matrix = crop_transform(np.array([90.0, 80.0, 380.0, 430.0]), SIDE, enlarge=1.15)
@@ -108,15 +108,16 @@ def test_neighbour_priors_are_moved_into_the_key_crop(thunder) -> None:
     prior_xy = torch.from_numpy(np.stack([heatmap_xy(other), heatmap_xy(key_matrix), heatmap_xy(key_matrix)])[None])
     scores = torch.ones(1, 3, 17, dtype=torch.float64)
     to_key = torch.from_numpy(np.stack([crop_to_crop(m, key_matrix) for m in (other, key_matrix, key_matrix)])[None])
-    aligned = thunder.aligned_priors(prior_xy, scores, to_key)
-    unaligned = thunder.aligned_priors(prior_xy, scores, None)
+    aligned_xy = thunder.aligned_xy(prior_xy, to_key)
     want = heatmap_xy(key_matrix)
+    for t in range(3):
+        np.testing.assert_allclose(aligned_xy[0, t].numpy(), want, atol=1e-9)
+    assert np.abs(thunder.aligned_xy(prior_xy, None)[0, 0].numpy() - want).max() > 2.0
+    aligned = render_gaussians(aligned_xy, scores, thunder.heatmap_size, thunder.prior_sigma)
     inside = ((want > 2) & (want < 61)).all(axis=1)
     assert inside.sum() >= 8
     got, _ = dark_decode(aligned[0, 0].numpy()[None].astype(np.float32), kernel=None)
     np.testing.assert_allclose(got[0][inside], want[inside], atol=0.02)
-    raw, _ = dark_decode(unaligned[0, 0].numpy()[None].astype(np.float32), kernel=None)
-    assert np.abs(raw[0][inside] - want[inside]).max() > 2.0
 
 
 def test_encoding_only_distinct_frames_changes_nothing(thunder) -> None:
@@ -173,6 +174,100 @@ def test_merge_mirrored_maps_back_averages_agreement_and_keeps_the_confident_one
     assert float(picked[1, 6, 2]) == pytest.approx(0.55, abs=1e-6)
     kept = merge_mirrored(xy, high[:, index], far, low[:, index], width)
     torch.testing.assert_close(kept[1, 6, :2], xy[1, 6])
+
+
+def test_binomial_weights_are_pascals_row() -> None:
+    torch.testing.assert_close(binomial_weights(1), torch.tensor([1.0]))
+    torch.testing.assert_close(binomial_weights(3), torch.tensor([0.25, 0.5, 0.25]))
+    torch.testing.assert_close(binomial_weights(5), torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16)
+
+
+def test_temporal_prior_keeps_steady_motion_averages_wobble_and_gates_other_limbs() -> None:
+    torch.manual_seed(4)
+    key = torch.rand(2, 17, 2) * 60
+    velocity = torch.tensor([1.7, -2.9])  # 3.4 px a frame: inside the gate, diagonal
+    steady = torch.stack([key - velocity, key, key + velocity], dim=1)  # [N, T, K, 2]
+    score = torch.rand(2, 3, 17)
+    xy, fused_score = temporal_prior(steady, score)
+    torch.testing.assert_close(xy, key)  # constant velocity: no lag, no shrink
+    torch.testing.assert_close(fused_score, (score[:, 0] + 2 * score[:, 1] + score[:, 2]) / 4)
+    wobble = steady.clone()
+    wobble[:, 1] += torch.tensor([1.0, -0.5])  # the key frame's decode off by (1, -0.5)
+    xy, _ = temporal_prior(wobble, score)
+    torch.testing.assert_close(xy, key + torch.tensor([0.5, -0.25]))  # halved by the [¼, ½, ¼] mean
+    # A neighbour on another limb (past the gate, in y only) gets no weight: (2·key + next) / 3.
+    gated = steady.clone()
+    gated[0, 0, 9, 1] += TEMPORAL_AGREE_PX + 3.0
+    xy, fused_score = temporal_prior(gated, score)
+    torch.testing.assert_close(xy[0, 9], (2 * key[0, 9] + key[0, 9] + velocity) / 3)
+    assert float(fused_score[0, 9]) == pytest.approx(float(2 * score[0, 1, 9] + score[0, 2, 9]) / 3, abs=1e-6)
+    torch.testing.assert_close(xy[1], key[1])  # the other person is untouched
+    # The key frame alone, the frames before and after agreeing (a one-frame jump to another limb):
+    # they say where the joint is, the key frame's decode gets no weight.
+    jump = steady.clone()
+    jump[0, 1, 4] += torch.tensor([0.0, TEMPORAL_AGREE_PX + 5.0])
+    xy, fused_score = temporal_prior(jump, score)
+    torch.testing.assert_close(xy[0, 4], key[0, 4])
+    assert float(fused_score[0, 4]) == pytest.approx(float(score[0, 0, 4] + score[0, 2, 4]) / 2, abs=1e-6)
+    torch.testing.assert_close(xy[0, 5], key[0, 5])
+    # Both neighbours elsewhere, and apart: the key frame's own decode.
+    alone = steady.clone()
+    alone[1, 0, 3] += 40.0
+    alone[1, 2, 3] -= 40.0
+    xy, fused_score = temporal_prior(alone, score)
+    torch.testing.assert_close(xy[1, 3], key[1, 3])
+    assert float(fused_score[1, 3]) == pytest.approx(float(score[1, 1, 3]), abs=1e-6)
+
+
+def test_temporal_prior_is_the_base_of_the_output_and_still_frames_change_nothing(thunder) -> None:
+    """The model's prior from a window with the option: the fused position (aligned decodes);
+    a window of one image repeated (a photo) gives the same prior as without the option."""
+    kwargs = {**thunder.init_kwargs, "input_size": (64, 64)}
+    plain = DiffPoseMoveNet(**kwargs).eval()
+    fused = DiffPoseMoveNet(**{**kwargs, "temporal_prior": True}).eval()
+    fused.load_state_dict(plain.state_dict())
+    torch.manual_seed(5)
+    features = torch.randn(1, 3, plain.layout.size)
+    parts = plain.layout.unpack(features)
+    key_xy = torch.rand(1, 17, 2) * 10 + 3
+    step = torch.tensor([0.0, 1.0])  # moving down 1 heatmap px a frame
+    parts["prior_xy"][:] = torch.stack([key_xy - step, key_xy + torch.tensor([0.8, 0.0]), key_xy + step], dim=1)
+    parts["prior_score"][:] = 0.9
+    features = plain.layout.pack({name: value.flatten(0, 1) for name, value in parts.items()}).view(1, 3, -1)
+    with torch.inference_mode():
+        base, with_window = plain.fuse(features), fused.fuse(features)
+        still = features[:, 1:2].expand(-1, 3, -1)
+        torch.testing.assert_close(fused.fuse(still)["prior"], plain.fuse(still)["prior"])
+    got, _ = dark_decode(with_window["prior"].numpy().astype(np.float32), kernel=None)
+    own, _ = dark_decode(base["prior"].numpy().astype(np.float32), kernel=None)
+    np.testing.assert_allclose(got[0], (key_xy + torch.tensor([0.4, 0.0]))[0].numpy(), atol=0.02)
+    np.testing.assert_allclose(own[0], (key_xy + torch.tensor([0.8, 0.0]))[0].numpy(), atol=0.02)
+    torch.testing.assert_close(with_window["extra"], base["extra"])  # the decoder's inputs are unchanged
+
+
+def test_a_wider_window_reaches_the_trained_parts_only_through_the_temporal_prior(thunder) -> None:
+    """window 5 with learned_window 3: STRL and the decoder see the centred 3 frames exactly as a
+    window-3 model with the same weights; the outer frames move the key frame's prior only."""
+    kwargs = {**thunder.init_kwargs, "input_size": (64, 64), "temporal_prior": True}
+    three = DiffPoseMoveNet(**{**kwargs, "window": 3}).eval()
+    five = DiffPoseMoveNet(**{**kwargs, "window": 5, "learned_window": 3}).eval()
+    five.load_state_dict(three.state_dict())
+    torch.manual_seed(6)
+    features = torch.randn(1, 5, three.layout.size)
+    parts = three.layout.unpack(features)
+    parts["prior_xy"][:] = torch.rand(1, 1, 17, 2) * 10 + 3  # one pose, still
+    parts["prior_score"][:] = 0.8
+    parts["prior_xy"][:, 0] += torch.tensor([1.6, 0.0])  # frame t-2 decoded 1.6 px right
+    features = three.layout.pack({name: value.flatten(0, 1) for name, value in parts.items()}).view(1, 5, -1)
+    with torch.inference_mode():
+        wide, narrow = five.fuse(features), three.fuse(features[:, 1:4])
+    torch.testing.assert_close(wide["cond"], narrow["cond"])
+    torch.testing.assert_close(wide["extra"], narrow["extra"])
+    got, _ = dark_decode(wide["prior"].numpy().astype(np.float32), kernel=None)
+    want = parts["prior_xy"][0, 2] + torch.tensor([1.6 / 16, 0.0])  # weight 1/16 on frame t-2
+    np.testing.assert_allclose(got[0], want.numpy(), atol=0.02)
+    with pytest.raises(ValueError, match="learned_window"):
+        DiffPoseMoveNet(**{**kwargs, "window": 5, "learned_window": 2})
 
 
 def test_mirror_view_lines_up_with_the_crop_on_real_people(thunder, shared_dir: Path) -> None:

@@ -62,6 +62,12 @@ STRL_STRIDE = 16
 # pixels, 5 % of a 256 crop), are one finding and averaged; farther apart, one of them is on
 # another limb or person and the more confident one is kept.
 MIRROR_AGREE_PX = 3.0
+# A neighbour frame's decode of a joint (aligned to the key crop) within this distance of the key
+# frame's, in heatmap pixels (24 input pixels, 9 % of a 256 crop), is the same joint one frame
+# away and joins the key frame's temporal prior; farther, it is another limb or person and is left
+# out. Measured on the training clips (pose2sim *_cam01): 3 px cut jitter by 28 %/18 %, 6 px by
+# 33 %/21 %, no gate by 32 %/23 %; the gate is kept for the crowd case.
+TEMPORAL_AGREE_PX = 6.0
 
 
 @dataclass(frozen=True)
@@ -171,13 +177,60 @@ def decode_views(run: Callable[[torch.Tensor], MoveNetOutputs], rgb: torch.Tenso
     return out, xy, scores
 
 
+def binomial_weights(window: int) -> torch.Tensor:
+    """[window] weights of a binomial (discrete Gaussian) filter, summing to 1: [¼, ½, ¼] for 3."""
+    row = torch.tensor([1.0])
+    for _ in range(window - 1):
+        row = torch.cat([row, torch.zeros(1)]) + torch.cat([torch.zeros(1), row])
+    return row / row.sum()
+
+
+def temporal_prior(xy: torch.Tensor, score: torch.Tensor, agree_px: float = TEMPORAL_AGREE_PX
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key frame's prior from the T frames' aligned decodes.
+
+    Per joint, the binomial-weighted mean (:func:`binomial_weights`) of the key frame's decode and
+    the neighbours' decodes within ``agree_px`` of it; a neighbour farther away is on another limb
+    or person and gets no weight. A centred filter: constant-velocity motion is kept exactly, the
+    frame-to-frame wobble of single-frame decodes is averaged out.
+
+    Args:
+        xy: [N, T, K, 2] decodes in the key crop's heatmap pixels (key frame at T // 2).
+        score: [N, T, K].
+        agree_px: gate radius in heatmap pixels.
+
+    Returns:
+        xy [N, K, 2] and score [N, K] (the same weighted mean of the scores).
+    """
+    t = xy.shape[1]
+    key = t // 2
+    centre = xy[:, key]
+    if t >= 3:
+        # A one-frame jump: the key frame's decode near none of the others while the frames just
+        # before and after (two frames apart) agree; then they, not the key frame, say where the
+        # joint is.
+        before, after = xy[:, key - 1], xy[:, key + 1]
+        alone = ((xy - centre[:, None]).norm(dim=-1) > agree_px).sum(dim=1) == t - 1
+        spike = alone & ((before - after).norm(dim=-1) <= 2 * agree_px)
+        centre = torch.where(spike[..., None], (before + after) / 2, centre)
+    weights = binomial_weights(t).to(xy)[None, :, None]
+    near = (xy - centre[:, None]).norm(dim=-1) <= agree_px  # [N, T, K]
+    if t >= 3:
+        near[:, key] &= ~spike
+    weights = weights * near
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return (xy * weights[..., None]).sum(dim=1), (score * weights).sum(dim=1)
+
+
 class DiffPoseMoveNet(nn.Module):
     """MoveNet trunk + prior → STRL → LMSFI pose decoder (see the module docstring).
 
     Args:
         trunk: :func:`movenet.movenet_spec` of the MoveNet whose layers are used.
         num_keypoints: K (17).
-        window: frames per window T (key frame at T // 2).
+        window: frames per window T (key frame at T // 2); the temporal prior spans them all.
+        learned_window: the centred frames STRL and the decoder see (odd, ≤ window; default:
+            window): the trained parts keep their size while the prior's window widens.
         input_size: (H, W) of the crops, multiples of 32.
         prior_sigma: Gaussian sigma of the rendered priors, in heatmap pixels.
         strl_dim, strl_depth, strl_heads, strl_patch: STRL sizes (patch in stride-16 cells).
@@ -186,27 +239,36 @@ class DiffPoseMoveNet(nn.Module):
         time_dim: timestep embedding size.
         timesteps: diffusion steps of the training schedule (recorded in checkpoints).
         mirror_prior: the prior merges MoveNet's decodes of each crop and of its mirror image.
+        temporal_prior: the key frame's prior (the output's base) is :func:`temporal_prior` of
+            the window's aligned decodes instead of the key frame's decode alone.
     """
 
     def __init__(self, trunk: dict, num_keypoints: int = 17, window: int = 3,
                  input_size: tuple[int, int] = (256, 256), prior_sigma: float = 2.0,
                  strl_dim: int = 128, strl_depth: int = 2, strl_heads: int = 4, strl_patch: int = 2,
                  decoder_channels: tuple[int, int, int] = (128, 64, 32), decoder_heads: int = 4,
-                 time_dim: int = 128, timesteps: int = 1000, mirror_prior: bool = False) -> None:
+                 time_dim: int = 128, timesteps: int = 1000, mirror_prior: bool = False,
+                 temporal_prior: bool = False, learned_window: int | None = None) -> None:
         super().__init__()
         h, w = input_size
         if h % 32 or w % 32:
             raise ValueError(f"input_size must be multiples of 32, got {input_size}")
         if window < 1:
             raise ValueError("window must be at least 1")
+        learned_window = window if learned_window is None else learned_window
+        if not 1 <= learned_window <= window or (window - learned_window) % 2:
+            raise ValueError(f"learned_window must be ≤ window ({window}) and centred in it, got {learned_window}")
         self.init_kwargs = dict(
             trunk=trunk, num_keypoints=num_keypoints, window=window, input_size=[h, w],
             prior_sigma=prior_sigma, strl_dim=strl_dim, strl_depth=strl_depth, strl_heads=strl_heads,
             strl_patch=strl_patch, decoder_channels=list(decoder_channels), decoder_heads=decoder_heads,
-            time_dim=time_dim, timesteps=timesteps, mirror_prior=mirror_prior)
+            time_dim=time_dim, timesteps=timesteps, mirror_prior=mirror_prior, temporal_prior=temporal_prior,
+            learned_window=learned_window)
         self.mirror_prior = mirror_prior
+        self.temporal_prior = temporal_prior
         self.num_keypoints = k = num_keypoints
         self.window = window
+        self.learned_window = learned_window
         self.input_size = (h, w)
         self.heatmap_size = hm = (h // HEATMAP_STRIDE, w // HEATMAP_STRIDE)
         self.feature_size = fs = (h // STRL_STRIDE, w // STRL_STRIDE)
@@ -225,11 +287,11 @@ class DiffPoseMoveNet(nn.Module):
             ("prior_xy", (k, 2)),
             ("prior_score", (k,)),
         ))
-        self.strl = STRL(c16 + k, dim=strl_dim, depth=strl_depth, heads=strl_heads, window=window,
+        self.strl = STRL(c16 + k, dim=strl_dim, depth=strl_depth, heads=strl_heads, window=learned_window,
                          feature_hw=fs, patch=strl_patch)
         self.decoder = PoseDecoder(k, cond_channels=strl_dim, channels=tuple(decoder_channels),
                                    time_dim=time_dim, heads=decoder_heads,
-                                   extra_heat_channels=(window + 1) * k, skip_channels=(c8, c4))
+                                   extra_heat_channels=(learned_window + 1) * k, skip_channels=(c8, c4))
         # Zero residual at the start: x̂0 = the key frame's prior (MoveNet's own keypoints).
         nn.init.zeros_(self.decoder.head[-1].weight)
         nn.init.zeros_(self.decoder.head[-1].bias)
@@ -264,47 +326,55 @@ class DiffPoseMoveNet(nn.Module):
             return self.layout.pack({"tokens": tokens, "fpn8": fpn8, "fpn4": fpn4, "heat": heat,
                                      "prior_xy": xy, "prior_score": scores})
 
-    def aligned_priors(self, prior_xy: torch.Tensor, prior_score: torch.Tensor,
-                       to_key: torch.Tensor | None) -> torch.Tensor:
-        """Each frame's MoveNet keypoints rendered in the key frame's heatmap coordinates.
+    @staticmethod
+    def aligned_xy(prior_xy: torch.Tensor, to_key: torch.Tensor | None) -> torch.Tensor:
+        """Each frame's MoveNet keypoints in the key frame's heatmap coordinates.
 
         Args:
             prior_xy: [N, T, K, 2] heatmap pixels of each frame's own crop.
-            prior_score: [N, T, K].
             to_key: [N, T, 2, 3] affine from each frame's crop pixels to the key crop's pixels
                 (identity for the key frame), or None when all frames share the key frame's crop.
 
         Returns:
-            [N, T, K, h, w].
+            [N, T, K, 2].
         """
-        xy = prior_xy
-        if to_key is not None:
-            s = HEATMAP_STRIDE
-            px = xy * s + (s - 1) / 2.0  # heatmap → input pixels (crop.heatmap_to_input)
-            px = torch.einsum("ntij,ntkj->ntki", to_key[..., :2].to(px.dtype), px) + to_key[..., None, :, 2].to(px.dtype)
-            xy = (px - (s - 1) / 2.0) / s
-        return render_gaussians(xy, prior_score, self.heatmap_size, self.prior_sigma)
+        if to_key is None:
+            return prior_xy
+        s = HEATMAP_STRIDE
+        px = prior_xy * s + (s - 1) / 2.0  # heatmap → input pixels (crop.heatmap_to_input)
+        px = torch.einsum("ntij,ntkj->ntki", to_key[..., :2].to(px.dtype), px) + to_key[..., None, :, 2].to(px.dtype)
+        return (px - (s - 1) / 2.0) / s
 
     def fuse(self, features: torch.Tensor, to_key: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Condition for the decoder from a window of packed features.
 
         Args:
             features: [N, T, D] from :meth:`encode_frames` (T = window; key frame at T // 2).
-            to_key: see :meth:`aligned_priors`.
+            to_key: see :meth:`aligned_xy`.
 
         Returns:
             dict: ``cond`` [N, C, H/16, W/16], ``skips`` (FPN /8, /4 of the key frame),
-            ``extra`` [N, (T+1)·K, h, w] (aligned priors and the key frame's MoveNet heatmaps),
-            ``prior`` [N, K, h, w] the key frame's prior in [0, 1], ``prior_score`` [N, K] its scores.
+            ``extra`` [N, (L+1)·K, h, w] (the aligned priors of the L = ``learned_window``
+            centred frames and the key frame's MoveNet heatmaps),
+            ``prior`` [N, K, h, w] the key frame's prior in [0, 1] (its own decode, or with
+            ``temporal_prior`` the window's), ``prior_score`` [N, K] its scores.
         """
         parts = self.layout.unpack(features)
         key = features.shape[1] // 2
-        priors = self.aligned_priors(parts["prior_xy"], parts["prior_score"], to_key)
+        xy = self.aligned_xy(parts["prior_xy"], to_key)
+        learned = slice(key - self.learned_window // 2, key + self.learned_window // 2 + 1)
+        priors = render_gaussians(xy[:, learned], parts["prior_score"][:, learned], self.heatmap_size,
+                                  self.prior_sigma)
         n, t, k, h, w = priors.shape
-        cond = self.strl(parts["tokens"])
+        cond = self.strl(parts["tokens"][:, learned])
         extra = torch.cat([priors.reshape(n, t * k, h, w), parts["heat"][:, key]], dim=1)
+        if self.temporal_prior:
+            key_xy, key_score = temporal_prior(xy, parts["prior_score"])
+            prior = render_gaussians(key_xy, key_score, self.heatmap_size, self.prior_sigma)
+        else:
+            prior, key_score = priors[:, t // 2], parts["prior_score"][:, key]
         return {"cond": cond, "skips": (parts["fpn8"][:, key], parts["fpn4"][:, key]),
-                "extra": extra, "prior": priors[:, key], "prior_score": parts["prior_score"][:, key]}
+                "extra": extra, "prior": prior, "prior_score": key_score}
 
     def denoise(self, x_t: torch.Tensor, cond: dict[str, torch.Tensor], t: torch.Tensor) -> torch.Tensor:
         """x_t [N, K, h, w] (signal range), cond from :meth:`fuse`, t [N] → x̂0 [N, K, h, w]."""
@@ -319,7 +389,7 @@ class DiffPoseMoveNet(nn.Module):
         Args:
             images: [B, T, 3, H, W] RGB 0..255 frames.
             x_t: [B, K, h, w] noisy heatmaps; t: [B] timesteps.
-            to_key: [B, T, 2, 3] frame-crop → key-crop affines (see :meth:`aligned_priors`).
+            to_key: [B, T, 2, 3] frame-crop → key-crop affines (see :meth:`aligned_xy`).
 
         Returns:
             x̂0 [B, K, h, w].
