@@ -10,8 +10,9 @@ keypoints in frame pixels), so the metric code does not know which model it meas
   PCK@0.1/0.2 per joint group, normalised by ``sqrt(w·h)`` of the GT box, on labelled joints only.
   Still images are fed as a window of the image replicated T times.
 * Videos with pseudo-labels (``videos/*.pseudo.json``): the model runs on the pseudo-label boxes,
-  once with real neighbour frames (window T, all cropped with the key frame's box, edges
-  replicated) and once with the key frame replicated T times. Metrics: PCK against the
+  once with real neighbour frames (window T, edges replicated; each frame cropped with its own
+  box of the person's track where it has one, else the key frame's box, as ``posecli run`` crops
+  them by default) and once with the key frame replicated T times. Metrics: PCK against the
   pseudo-labels (joints with confidence ≥ 0.3) and jitter, the mean normalised second difference
   along each track (see :func:`posecli.eval.metrics.second_differences`).
 
@@ -77,9 +78,10 @@ class TopDownPoseModel(Protocol):
 class DiffPoseTopDown:
     """Our DiffPose as a :class:`TopDownPoseModel`: crop → heatmaps → DARK → frame pixels.
 
-    The same steps as ``Pipeline._estimate``: every frame of the window is cropped with the key
-    frame's box (``crop.crop_transform``, the checkpoint's box enlargement, aspect-corrected), heatmaps are decoded with
-    DARK and mapped back through the inverse crop affine.
+    The same steps as ``Pipeline._estimate``: each frame of the window is cropped with the key
+    frame's box, or with its own (:class:`OwnCropWindows`; ``crop.crop_transform``, the
+    checkpoint's box enlargement, aspect-corrected), heatmaps are decoded with DARK and mapped
+    back through the inverse affine of the key crop.
 
     Args:
         heatmaps: crops uint8 [N,T,H,W,3] BGR (T = window, or 1 for a still frame) → heatmaps
@@ -90,12 +92,19 @@ class DiffPoseTopDown:
         name: report key.
         batch_size: person windows per ``heatmaps`` call.
         enlarge: crop region as a multiple of the box (the checkpoint's ``crop_enlarge``).
+        encoder: crops uint8 [M,H,W,3] BGR → per-crop features [M, ...] (``PoseModel.features``),
+            and ``from_features``: windows of them [N,T,...] and ``to_key`` → heatmaps
+            (``PoseModel.heatmaps_from_features``); both or neither. With them, clips are
+            evaluated on own-box crops (:class:`OwnCropWindows`), without them on key-box crops.
     """
 
     def __init__(self, heatmaps: Callable[[np.ndarray], np.ndarray], input_hw: tuple[int, int],
                  window: int, stride: int | None = None, name: str = "diffpose", batch_size: int = 16,
-                 enlarge: float = BOX_ENLARGE) -> None:
+                 enlarge: float = BOX_ENLARGE, encoder: Callable | None = None,
+                 from_features: Callable | None = None) -> None:
         self.heatmaps = heatmaps
+        self.encoder = encoder
+        self.from_features = from_features
         self.enlarge = enlarge
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         self.window = int(window)
@@ -107,7 +116,7 @@ class DiffPoseTopDown:
     def from_model(cls, model, batch_size: int = 16) -> "DiffPoseTopDown":  # noqa: ANN001 - loading.PoseModel
         """A loaded ``models.loading.PoseModel`` with its own crop size, enlargement, window and stride."""
         return cls(model.heatmaps, model.input_hw, model.window, stride=model.stride, batch_size=batch_size,
-                   enlarge=model.crop_enlarge)
+                   enlarge=model.crop_enlarge, encoder=model.features, from_features=model.heatmaps_from_features)
 
     def predict(self, frames: Sequence[np.ndarray], boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`TopDownPoseModel.predict`. A window of another length than ``self.window``
@@ -126,26 +135,91 @@ class DiffPoseTopDown:
         frames = _fit_window(frames, self.window)
         if all(f is frames[0] for f in frames):
             frames = frames[:1]
-        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-        mats = np.array([crop_transform(b, self.input_hw, self.enlarge) for b in boxes], np.float64).reshape(-1, 2, 3)
+        mats = self.crop_matrices(boxes_xyxy)
         crops = np.array([[warp_crop(f, m, self.input_hw) for f in frames] for m in mats], np.uint8).reshape(
-            len(boxes), len(frames), *self.input_hw, 3)
+            len(mats), len(frames), *self.input_hw, 3)
         return crops, mats
+
+    def crop_matrices(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Frame → crop affines [N, 2, 3] of boxes [N, 4] (the checkpoint's enlargement)."""
+        from posecli.crop import crop_transform
+
+        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        return np.array([crop_transform(b, self.input_hw, self.enlarge) for b in boxes], np.float64).reshape(-1, 2, 3)
 
     def predict_crops(self, crops: np.ndarray, mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints [N, K, 2] (frame pixels) and scores [N, K] of :meth:`crops`' output."""
+        return self._decode([(self.heatmaps(crops[i:i + self.batch_size]), mats[i:i + self.batch_size])
+                             for i in range(0, len(crops), self.batch_size)])
+
+    def predict_features(self, features, mats: np.ndarray, to_key: np.ndarray  # noqa: ANN001 - torch.Tensor
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints and scores of windows of per-crop features [N, T, ...] (``self.encoder``'s rows),
+        the key crops' affines [N, 2, 3] and each frame's crop → key crop affines [N, T, 2, 3]."""
+        return self._decode([(self.from_features(features[i:i + self.batch_size], to_key[i:i + self.batch_size]),
+                              mats[i:i + self.batch_size]) for i in range(0, len(features), self.batch_size)])
+
+    def _decode(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """(heatmaps [n, K, h, w], key affines [n, 2, 3]) batches → keypoints [N, K, 2] (frame
+        pixels, DARK) and scores [N, K]."""
         from posecli.decode import dark_decode, heatmaps_to_frame
 
         keypoints, scores = [], []
-        for start in range(0, len(crops), self.batch_size):
-            heatmaps = self.heatmaps(crops[start:start + self.batch_size])
+        for heatmaps, mats in batches:
             stride = self.stride or self.input_hw[0] // heatmaps.shape[-2]
             xy_hm, sc = dark_decode(heatmaps)
-            keypoints.append(heatmaps_to_frame(xy_hm, stride, mats[start:start + self.batch_size]))
+            keypoints.append(heatmaps_to_frame(xy_hm, stride, mats))
             scores.append(sc)
         if not keypoints:
             return np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, NUM_KEYPOINTS), np.float32)
         return np.concatenate(keypoints).astype(np.float32), np.concatenate(scores).astype(np.float32)
+
+
+class OwnCropWindows:
+    """Windows of own-box crops, each (frame, box) crop encoded once, as ``posecli run`` caches them.
+
+    A person's window holds, for each frame, the crop of its track's box in that frame (the key
+    frame's box where the track has none), the features of each crop computed once and reused by
+    every window that holds the frame.
+
+    Args:
+        model: a :class:`DiffPoseTopDown` with ``encoder`` and ``from_features``.
+    """
+
+    def __init__(self, model: DiffPoseTopDown) -> None:
+        self.model = model
+        self.features: dict[tuple[int, tuple[float, ...]], object] = {}
+
+    def windows(self, indices: Sequence[int], frames: Sequence[np.ndarray], frame_boxes: np.ndarray
+                ):  # noqa: ANN201 - torch.Tensor
+        """Features [N, T, ...], key-crop affines [N, 2, 3] and frame-crop → key-crop affines [N, T, 2, 3].
+
+        Args:
+            indices: the T frame numbers of the window (key in the middle; repeats at clip ends).
+            frames: their images.
+            frame_boxes: [N, T, 4] each person's box in each of those frames.
+        """
+        import torch
+
+        from posecli.crop import crop_to_crop, warp_crop
+
+        image = dict(zip(indices, frames))
+        boxes = np.asarray(frame_boxes, np.float64)
+        keys = [[(f, tuple(box)) for f, box in zip(indices, person)] for person in boxes]
+        missing = list(dict.fromkeys(k for person in keys for k in person if k not in self.features))
+        if missing:
+            mats = self.model.crop_matrices(np.array([box for _, box in missing]))
+            crops = np.stack([warp_crop(image[f], m, self.model.input_hw) for (f, _), m in zip(missing, mats)])
+            self.features.update(zip(missing, self.model.encoder(crops)))
+        own = self.model.crop_matrices(boxes.reshape(-1, 4)).reshape(*boxes.shape[:2], 2, 3)
+        key = own[:, len(indices) // 2]
+        to_key = np.array([[crop_to_crop(m, k) for m in person] for person, k in zip(own, key)]).reshape(own.shape)
+        return torch.stack([torch.stack([self.features[k] for k in person]) for person in keys]), key, to_key
+
+    def forget_before(self, frame: int) -> None:
+        """Drop the crops of frames before ``frame`` (no later window holds them)."""
+        for k in [k for k in self.features if k[0] < frame]:
+            del self.features[k]
 
 
 def _fit_window(frames: Sequence[np.ndarray], length: int) -> list[np.ndarray]:
@@ -153,6 +227,13 @@ def _fit_window(frames: Sequence[np.ndarray], length: int) -> list[np.ndarray]:
     centre = len(frames) // 2
     half = length // 2
     return [frames[min(max(centre + o, 0), len(frames) - 1)] for o in range(-half, length - half)]
+
+
+def _window_indices(frames: Sequence[np.ndarray], t: int, length: int) -> list[int]:
+    """Frame numbers of ``_fit_window(frames, length)`` for the window of key frame ``t`` from
+    :func:`iter_windows` (a frame repeated at either end of the clip keeps its own number)."""
+    first = {id(f): i for i, f in reversed(list(enumerate(frames)))}
+    return [max(t - len(frames) // 2 + first[id(f)], 0) for f in _fit_window(frames, length)]
 
 
 def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: int | None = None,
@@ -170,19 +251,21 @@ def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: i
     adapter = DiffPoseTopDown.from_model(model, batch_size=batch_size)
     # The model's thread count of `posecli run` (one thread on two cores): two threads that wait
     # for each other on a busy 2-core CPU made the model 2.6× slower per person, measured in one run.
-    adapter.heatmaps = _with_torch_threads(model.heatmaps, resolve_threads(PipelineConfig(), device).model)
+    threads = resolve_threads(PipelineConfig(), device).model
+    adapter.heatmaps, adapter.encoder, adapter.from_features = (
+        _with_torch_threads(f, threads) for f in (model.heatmaps, model.features, model.heatmaps_from_features))
     return adapter
 
 
-def _with_torch_threads(function: Callable[[np.ndarray], np.ndarray], threads: int) -> Callable[[np.ndarray], np.ndarray]:
+def _with_torch_threads(function: Callable, threads: int) -> Callable:
     """``function`` run with ``threads`` torch threads; the caller's count is restored after each call."""
     import torch
 
-    def call(crops: np.ndarray) -> np.ndarray:
+    def call(*args):  # noqa: ANN002, ANN202 - the function's own
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return function(crops)
+            return function(*args)
         finally:
             torch.set_num_threads(previous)
 
@@ -405,12 +488,21 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     longest = max(windows.values(), default=1)
     # (model, mode) → crops and affines of persons not yet run: a few persons per frame would make
     # small batches, about 6× slower per person on the CPU than batches of 16.
-    pending: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    pending: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    box_of = {(t, p.track_id): p.box_xyxy for t, persons in by_frame.items() for p in persons}
+    own_crops = {m.name: OwnCropWindows(m) for m in models
+                 if isinstance(m, DiffPoseTopDown) and m.encoder is not None and windows[m.name] > 1}
 
     def predict_pending(model: DiffPoseTopDown, key: tuple[str, str]) -> None:
         if pending[key]:
-            crops, mats = (np.concatenate(parts) for parts in zip(*pending.pop(key)))
-            rows[key].extend(zip(*model.predict_crops(crops, mats)))
+            parts = list(zip(*pending.pop(key)))
+            if len(parts) == 3:  # own-crop features, key affines, frame → key affines
+                import torch
+
+                predicted = model.predict_features(torch.cat(parts[0]), *(np.concatenate(p) for p in parts[1:]))
+            else:
+                predicted = model.predict_crops(*(np.concatenate(p) for p in parts))
+            rows[key].extend(zip(*predicted))
 
     decoded = 0
     for t, frames in iter_windows(_video_frames(video_path), longest):
@@ -430,7 +522,14 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
                 clip = (_fit_window(frames, length) if mode == "temporal" else [frames[centre]] * length)
                 key = (model.name, mode)
                 start = time.perf_counter()
-                if isinstance(model, DiffPoseTopDown):  # batched over frames, as in `posecli run`
+                if mode == "temporal" and model.name in own_crops:
+                    indices = _window_indices(frames, t, length)
+                    own = np.array([[box_of.get((f, p.track_id), p.box_xyxy) for f in indices] for p in persons])
+                    pending[key].append(own_crops[model.name].windows(indices, clip, own))
+                    own_crops[model.name].forget_before(t - length // 2)
+                    if sum(len(part[0]) for part in pending[key]) >= model.batch_size:
+                        predict_pending(model, key)
+                elif isinstance(model, DiffPoseTopDown):  # batched over frames, as in `posecli run`
                     crops, mats = model.crops(clip, boxes)
                     if pending[key] and pending[key][-1][0].shape[1] != crops.shape[1]:
                         predict_pending(model, key)
