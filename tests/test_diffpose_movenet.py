@@ -202,15 +202,13 @@ def test_temporal_prior_keeps_steady_motion_averages_wobble_and_gates_other_limb
     torch.testing.assert_close(xy[0, 9], (2 * key[0, 9] + key[0, 9] + velocity) / 3)
     assert float(fused_score[0, 9]) == pytest.approx(float(2 * score[0, 1, 9] + score[0, 2, 9]) / 3, abs=1e-6)
     torch.testing.assert_close(xy[1], key[1])  # the other person is untouched
-    # The key frame alone, the frames before and after agreeing (a one-frame jump to another limb):
-    # they say where the joint is, the key frame's decode gets no weight.
-    jump = steady.clone()
-    jump[0, 1, 4] += torch.tensor([0.0, TEMPORAL_AGREE_PX + 5.0])
-    xy, fused_score = temporal_prior(jump, score)
-    torch.testing.assert_close(xy[0, 4], key[0, 4])
-    assert float(fused_score[0, 4]) == pytest.approx(float(score[0, 0, 4] + score[0, 2, 4]) / 2, abs=1e-6)
-    torch.testing.assert_close(xy[0, 5], key[0, 5])
-    # Both neighbours elsewhere, and apart: the key frame's own decode.
+    # The key frame alone, the frames before and after agreeing: a fast swing out and back as
+    # much as a one-frame jump to another limb; the key frame's own decode is kept.
+    swing = steady.clone()
+    swing[0, 1, 4] += torch.tensor([0.0, TEMPORAL_AGREE_PX + 5.0])
+    xy, _ = temporal_prior(swing, score)
+    torch.testing.assert_close(xy[0, 4], swing[0, 1, 4])
+    # Both neighbours elsewhere: the key frame's own decode.
     alone = steady.clone()
     alone[1, 0, 3] += 40.0
     alone[1, 2, 3] -= 40.0

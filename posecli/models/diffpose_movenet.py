@@ -65,7 +65,8 @@ MIRROR_AGREE_PX = 3.0
 # A neighbour frame's decode of a joint (aligned to the key crop) within this distance of the key
 # frame's, in heatmap pixels (24 input pixels, 9 % of a 256 crop), is the same joint one frame
 # away and joins the key frame's temporal prior; farther, it is another limb or person and is left
-# out. Measured on the training clips (pose2sim *_cam01): 3 px cut jitter by 28 %/18 %, 6 px by
+# out. Measured on the training clips (pose2sim *_cam01; window 3, key-box crops): 3 px cut jitter
+# by 28 %/18 %, 6 px by
 # 33 %/21 %, no gate by 32 %/23 %; the gate is kept for the crowd case.
 TEMPORAL_AGREE_PX = 6.0
 
@@ -202,21 +203,9 @@ def temporal_prior(xy: torch.Tensor, score: torch.Tensor, agree_px: float = TEMP
     Returns:
         xy [N, K, 2] and score [N, K] (the same weighted mean of the scores).
     """
-    t = xy.shape[1]
-    key = t // 2
-    centre = xy[:, key]
-    if t >= 3:
-        # A one-frame jump: the key frame's decode near none of the others while the frames just
-        # before and after (two frames apart) agree; then they, not the key frame, say where the
-        # joint is.
-        before, after = xy[:, key - 1], xy[:, key + 1]
-        alone = ((xy - centre[:, None]).norm(dim=-1) > agree_px).sum(dim=1) == t - 1
-        spike = alone & ((before - after).norm(dim=-1) <= 2 * agree_px)
-        centre = torch.where(spike[..., None], (before + after) / 2, centre)
-    weights = binomial_weights(t).to(xy)[None, :, None]
-    near = (xy - centre[:, None]).norm(dim=-1) <= agree_px  # [N, T, K]
-    if t >= 3:
-        near[:, key] &= ~spike
+    key = xy.shape[1] // 2
+    weights = binomial_weights(xy.shape[1]).to(xy)[None, :, None]
+    near = (xy - xy[:, key:key + 1]).norm(dim=-1) <= agree_px  # [N, T, K]; the key is always near
     weights = weights * near
     weights = weights / weights.sum(dim=1, keepdim=True)
     return (xy * weights[..., None]).sum(dim=1), (score * weights).sum(dim=1)
