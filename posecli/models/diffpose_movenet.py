@@ -63,11 +63,11 @@ STRL_STRIDE = 16
 # another limb or person and the more confident one is kept.
 MIRROR_AGREE_PX = 3.0
 # A neighbour frame's decode of a joint (aligned to the key crop) within this distance of the key
-# frame's, in heatmap pixels (24 input pixels, 9 % of a 256 crop), is the same joint one frame
-# away and joins the key frame's temporal prior; farther, it is another limb or person and is left
-# out. Measured on the training clips (pose2sim *_cam01; window 3, key-box crops): 3 px cut jitter
-# by 28 %/18 %, 6 px by
-# 33 %/21 %, no gate by 32 %/23 %; the gate is kept for the crowd case.
+# frame's, in heatmap pixels (24 input pixels, 9 % of a 256 crop), is the same joint a frame or two
+# away and joins the key frame's temporal prior; farther, it is another limb or person (or fast
+# motion) and is left out. Measured on the training clips (pose2sim *_cam01; window 3, key-box
+# crops): 3 px cut jitter by 28 %/18 %, 6 px by 33 %/21 %, no gate by 32 %/23 %; the gate is kept
+# for crowds and fast limbs.
 TEMPORAL_AGREE_PX = 6.0
 
 
