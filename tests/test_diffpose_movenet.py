@@ -7,11 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_pose_model
 
 from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.models.diffpose_movenet import (MIRROR_AGREE_PX, TEMPORAL_AGREE_PX, DiffPoseMoveNet, binomial_weights,
-                                             merge_mirrored, movenet_to_heatmap_xy, render_gaussians, temporal_prior)
+                                             merge_mirrored, movenet_to_heatmap_xy, render_gaussians, temporal_prior,
+                                             with_temporal_prior)
 from posecli.models.diffusion import DDIMSampler, NoiseSchedule
 from posecli.models.movenet import decode_single_pose, movenet_spec, read_tfjs_weights
 from posecli.models.predictor import HeatmapPredictor
@@ -266,6 +268,25 @@ def test_a_wider_window_reaches_the_trained_parts_only_through_the_temporal_prio
     np.testing.assert_allclose(got[0], want.numpy(), atol=0.02)
     with pytest.raises(ValueError, match="learned_window"):
         DiffPoseMoveNet(**{**kwargs, "window": 5, "learned_window": 2})
+
+
+def test_with_temporal_prior_keeps_the_trained_network_and_widens_its_window() -> None:
+    trained = tiny_pose_model(window=3).eval()
+    widened = with_temporal_prior(trained, 5)
+    assert (widened.window, widened.learned_window, widened.temporal_prior) == (5, 3, True)
+    assert not widened.training
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(widened.state_dict()[name], value, rtol=0, atol=0)
+    torch.manual_seed(7)
+    features = trained.layout.pack({"tokens": torch.randn(1, *trained.layout.shapes[0][1]),
+                                    **{name: torch.randn(1, *shape) for name, shape in trained.layout.shapes[1:4]},
+                                    "prior_xy": torch.rand(1, 17, 2) * 12 + 2, "prior_score": torch.rand(1, 17)})
+    with torch.inference_mode():  # a still image: the same condition and prior as the trained model's
+        wide, narrow = widened.fuse(features[:, None].expand(-1, 5, -1)), trained.fuse(features[:, None].expand(-1, 3, -1))
+    for key in ("cond", "extra", "prior", "prior_score"):
+        torch.testing.assert_close(wide[key], narrow[key])
+    with pytest.raises(ValueError, match="learned_window"):
+        with_temporal_prior(trained, 1)
 
 
 def test_mirror_view_lines_up_with_the_crop_on_real_people(thunder, shared_dir: Path) -> None:
