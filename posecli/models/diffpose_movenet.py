@@ -27,9 +27,9 @@ Pose Estimation", ICCV 2023, built on the MobileNetV2-1.75 + FPN trunk of Google
    averages out the frame-to-frame wobble of single-frame decodes, while a neighbour on another
    limb or person gets no weight. The shipped window is 5 frames (``window``) while STRL and the
    decoder see the middle 3 (``learned_window``, their trained size). Measured on the training
-   clips (own-box crops as ``posecli run`` makes them, ``--smooth none``): jitter −54 % on
+   clips (own-box crops as ``posecli run`` makes them, ``--smooth none``): jitter −53 % on
    pose2sim_SinglePerson_cam01 against the same checkpoint on single frames, where the old key
-   prior gave −8 %; the prior alone (residual left out) gives −76 %, so the trained residual, a
+   prior gave −8 %; the prior alone (residual left out) gives −75 %, so the trained residual, a
    per-frame correction, puts some wobble back. A still image is a window of one frame repeated:
    the same prior as without the option.
 3. **STRL** fuses the stride-16 tokens of the learned window's frames (spatial + temporal position
@@ -39,16 +39,34 @@ Pose Estimation", ICCV 2023, built on the MobileNetV2-1.75 + FPN trunk of Google
    key frame's MoveNet heatmaps, is refined against the fused feature; the key frame's stride-8
    and stride-4 FPN maps join the 1/8 and 1/4 scales. DDIM sampling (``diffusion.py``).
 
-Deviations from the paper (besides those of v1 in ``diffpose.py``): a pose-pretrained CNN trunk
-instead of a ViT (no ViT pose weights can be had here); MoveNet's own decode as a prior and as the
-output's base; the trunk and MoveNet's heads frozen in training (only STRL and the decoder learn);
-square 256×256 crops of 1.15 × the longer box side, MoveNet's own framing (on LSP-Extended val its
-heatmaps score PCK@0.2 0.830 on these crops against 0.797 on v1's 3:4 crops of 1.25 × the box);
-MoveNet's layers always run in float32 (under bfloat16 autocast its keypoints moved 3.6 px on
-average, a quarter of them by over 2 px, on 40 LSP crops), autocast applies to STRL and the
-decoder only; joints without a label learn the prior itself at a low weight (``train/loss.py``),
-which keeps MoveNet's scores where no human label says otherwise; the heatmap signal, the DDIM
-sampler, the schedule and the peak-weighted loss are v1's.
+Deviations from the paper (all deliberate, for CPU training/inference and the weights we have):
+
+* Trunk: a pose-pretrained CNN (MoveNet's) instead of a ViT (no ViT pose weights can be had here);
+  it and MoveNet's heads stay frozen in training, only STRL and the decoder learn. MoveNet's own
+  decode is a prior and the output's base (above).
+* Crops: square 256×256 of 1.15 × the longer box side, MoveNet's own framing (on LSP-Extended val its
+  heatmaps score PCK@0.2 0.830 on these crops against 0.797 on 3:4 crops of 1.25 × the box).
+* Sizes far below the paper's: STRL token dim 128, 2 encoder layers, 4 heads; decoder widths
+  128/64/32; one transformer layer at 1/16.
+* STRL's patch embedding is a 2×2-cell patchify of the stride-16 features, not of pixels; the fused
+  tokens are un-patched by a transposed convolution and added to a 1×1 projection of the key
+  frame's own features (a skip the paper does not have); the temporal fusion MLP adds a residual on
+  the key frame's token.
+* Timestep conditioning: sinusoidal embedding → MLP → per-keypoint scale *and* shift of x_t
+  (zero-initialised, so it starts as the identity).
+* LMSFI: besides feature and mask ⊙ feature, the heatmap embedding itself is concatenated at each
+  scale (the mask alone drops which joint is where); convolutions at 1/8 and 1/4 are
+  depthwise-separable residual blocks; the scales are summed after 1×1 projections and bilinear
+  upsampling to 1/4.
+* Heatmap signal range (2h − 1)·signal_scale with signal_scale 1.0 (DiffusionDet-style), cosine
+  schedule with T = 1000; DDIM with 1-4 steps, intermediate x̂0 clipped to the signal range; the
+  initial noise is one draw from a re-seeded generator, so results do not depend on batching.
+* Precision: MoveNet's layers always run in float32 (under bfloat16 autocast its keypoints moved
+  3.6 px on average, a quarter of them by over 2 px, on 40 LSP crops); autocast applies to STRL and
+  the decoder only.
+* Loss: visibility-masked L2 on x̂0 (no auxiliary losses), the heatmap peaks weighted and half the
+  timesteps from the top of the schedule; joints without a label learn the prior itself at a low
+  weight, which keeps MoveNet's scores where no human label says otherwise (``train/loss.py``).
 """
 
 from __future__ import annotations
