@@ -14,9 +14,10 @@ How the work is laid out (see ``PipelineConfig`` for the options):
   come back, once per batch.
 * ``neighbour_crops="key"`` crops every frame of a window with the key frame's box (as in the
   DiffPose paper): T backbone passes per person and frame. ``"own"`` crops each neighbour with its
-  own box (the neighbour's detection that overlaps the key box most, IoU ≥ 0.3, else the key box),
-  so a (frame, box) crop is shared by the T windows that contain it and goes through the
-  backbone once: its features are cached while the frame is inside the window.
+  own box (the neighbour's detection that overlaps the key box most, IoU ≥ 0.3; where none does,
+  the key frame's own crop stands in for that frame, as past the clip's ends), so a (frame, box)
+  crop is shared by the T windows that contain it and goes through the backbone once: its
+  features are cached while the frame is inside the window.
 * ``detect_every=k`` runs the detector on every k-th frame; the frames in between get boxes moved
   along with the tracked persons (``posecli.propagate``): the latest detector frame's boxes while
   they are fresh enough, else the boxes of the latest frame whose poses are known. Poses lag δ+1
@@ -138,8 +139,8 @@ class _Item:
 class CropKey:
     """Names one crop of one frame, whose backbone features may serve several windows.
 
-    A frame is cropped either with one of its own boxes (``own_box``: that box's index), or with
-    the box of a person in a key frame (``key_position``, ``key_person``) when no own box matches.
+    A frame is cropped either with one of its own boxes (``own_box``: that box's index), or, with
+    ``neighbour_crops="key"``, with the box of a person in a key frame (``key_position``, ``key_person``).
     """
 
     position: int  # the cropped frame's stream position
@@ -374,6 +375,11 @@ class Pipeline:
                         if crop_key not in crops:
                             crops[crop_key] = (item.frame.image,
                                                crop_transform(item.detections.boxes_xyxy[match], input_hw, enlarge))
+                    elif own:
+                        # No detection of the person in this frame: the key frame's own crop stands in
+                        # (as past the clip's ends), instead of a backbone pass on a crop nobody was seen in.
+                        crop_key = CropKey(key.position, own_box=person)
+                        crops.setdefault(crop_key, (key.frame.image, key_matrix))
                     else:
                         crop_key = CropKey(item.position, key_position=key.position, key_person=person)
                         crops.setdefault(crop_key, (item.frame.image, key_matrix))

@@ -189,11 +189,11 @@ def one_thread():
 
 
 def _reference_own_crops(model, frames, detector):
-    """Keypoints per frame the slow way: every window cropped (each frame with its own matching box)
-    and run on its own, no cache.
+    """Keypoints per frame the slow way: every window cropped (each frame with its own matching box,
+    the key frame's crop standing in for a frame with none) and run on its own, no cache.
 
-    Returns the keypoints per frame and the number of distinct neighbour crops that had to use the
-    key frame's box (no detection of the neighbour overlaps it).
+    Returns the keypoints per frame and the number of (neighbour frame, key frame, person) slots
+    whose frame had no matching detection.
     """
     detections = [detector(f) for f in frames]
     delta = model.window // 2
@@ -210,7 +210,8 @@ def _reference_own_crops(model, frames, detector):
                 matched = len(iou) and iou.max() >= 0.3
                 if s != t and not matched:
                     fallbacks.add((s, t, person))
-                chosen = box if s == t or not matched else others[int(np.argmax(iou))]
+                    s = t  # the key frame stands in
+                chosen = box if s == t else others[int(np.argmax(iou))]
                 matrix = crop_transform(chosen, model.input_hw, model.crop_enlarge)
                 crops.append((warp_crop(frames[s].image, matrix, model.input_hw), matrix))
             key_matrix = crops[delta][1]
@@ -236,8 +237,9 @@ def test_own_crops_are_computed_once_and_match_computing_every_window_alone(shar
     assert [r.frame.index for r in results] == list(range(6))
     detector = BoxesFileDetector(config.boxes_file)
     reference, fallbacks = _reference_own_crops(pipe.model, frames, detector)
-    # One backbone pass per (frame, own box), plus key-box crops where a neighbour has no match.
-    assert sum(calls) == sum(len(detector(f)) for f in frames) + fallbacks
+    # One backbone pass per (frame, own box), also where a neighbour frame has no match of the person.
+    assert fallbacks > 0
+    assert sum(calls) == sum(len(detector(f)) for f in frames)
     assert len(calls) > 1  # several batches, so the cache carried features across them
     for result, expected in zip(results, reference):
         np.testing.assert_allclose(result.poses.keypoints_xy, expected, atol=1e-2)

@@ -179,8 +179,8 @@ class OwnCropWindows:
     """Windows of own-box crops, each (frame, box) crop encoded once, as ``posecli run`` caches them.
 
     A person's window holds, for each frame, the crop of its track's box in that frame (the key
-    frame's box where the track has none), the features of each crop computed once and reused by
-    every window that holds the frame.
+    frame's own crop where the track has none, as ``posecli run`` does), the features of each crop
+    computed once and reused by every window that holds the frame.
 
     Args:
         model: a :class:`DiffPoseTopDown` with ``encoder`` and ``from_features``.
@@ -190,29 +190,29 @@ class OwnCropWindows:
         self.model = model
         self.features: dict[tuple[int, tuple[float, ...]], object] = {}
 
-    def windows(self, indices: Sequence[int], frames: Sequence[np.ndarray], frame_boxes: np.ndarray
+    def windows(self, images: dict[int, np.ndarray], indices: Sequence[Sequence[int]], frame_boxes: np.ndarray
                 ):  # noqa: ANN201 - torch.Tensor
         """Features [N, T, ...], key-crop affines [N, 2, 3] and frame-crop → key-crop affines [N, T, 2, 3].
 
         Args:
-            indices: the T frame numbers of the window (key in the middle; repeats at clip ends).
-            frames: their images.
+            images: frame number → image, for every frame the windows use.
+            indices: [N][T] each person's frame numbers (key frame in the middle).
             frame_boxes: [N, T, 4] each person's box in each of those frames.
         """
         import torch
 
         from posecli.crop import crop_to_crop, warp_crop
 
-        image = dict(zip(indices, frames))
         boxes = np.asarray(frame_boxes, np.float64)
-        keys = [[(f, tuple(box)) for f, box in zip(indices, person)] for person in boxes]
+        keys = [[(f, tuple(box)) for f, box in zip(person_frames, person)]
+                for person_frames, person in zip(indices, boxes)]
         missing = list(dict.fromkeys(k for person in keys for k in person if k not in self.features))
         if missing:
             mats = self.model.crop_matrices(np.array([box for _, box in missing]))
-            crops = np.stack([warp_crop(image[f], m, self.model.input_hw) for (f, _), m in zip(missing, mats)])
+            crops = np.stack([warp_crop(images[f], m, self.model.input_hw) for (f, _), m in zip(missing, mats)])
             self.features.update(zip(missing, self.model.encoder(crops)))
         own = self.model.crop_matrices(boxes.reshape(-1, 4)).reshape(*boxes.shape[:2], 2, 3)
-        key = own[:, len(indices) // 2]
+        key = own[:, boxes.shape[1] // 2]
         to_key = np.array([[crop_to_crop(m, k) for m in person] for person, k in zip(own, key)]).reshape(own.shape)
         return torch.stack([torch.stack([self.features[k] for k in person]) for person in keys]), key, to_key
 
@@ -524,8 +524,10 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
                 start = time.perf_counter()
                 if mode == "temporal" and model.name in own_crops:
                     indices = _window_indices(frames, t, length)
-                    own = np.array([[box_of.get((f, p.track_id), p.box_xyxy) for f in indices] for p in persons])
-                    pending[key].append(own_crops[model.name].windows(indices, clip, own))
+                    # A frame without a box of the person's track: the key frame stands in, as in `posecli run`.
+                    own = [[f if (f, p.track_id) in box_of else t for f in indices] for p in persons]
+                    boxes_own = np.array([[box_of[(f, p.track_id)] for f in person] for p, person in zip(persons, own)])
+                    pending[key].append(own_crops[model.name].windows(dict(zip(indices, clip)), own, boxes_own))
                     own_crops[model.name].forget_before(t - length // 2)
                     if sum(len(part[0]) for part in pending[key]) >= model.batch_size:
                         predict_pending(model, key)
