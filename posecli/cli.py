@@ -347,8 +347,9 @@ def train(
     window: int = typer.Option(3, "--window", min=1),
     input_size: tuple[int, int] = typer.Option((256, 256), "--input-size",
                                                help="Model input height width (multiples of 32)."),
-    face_teacher_weight: float = typer.Option(0.5, "--face-teacher-weight", min=0.0,
-                                              help="Loss weight of teacher face labels on LSP-Extended (0: unused)."),
+    face_teacher_weight: float = typer.Option(0.0, "--face-teacher-weight", min=0.0,
+                                              help="Loss weight of the shared files' teacher face labels on "
+                                                   "LSP-Extended (0: unused; --teacher-weight covers the face)."),
     fg_weight: float = typer.Option(20.0, "--fg-weight", min=0.0,
                                     help="Extra loss weight of heatmap peak pixels (0: plain L2)."),
     high_t_fraction: float = typer.Option(0.5, "--high-t-fraction", min=0.0, max=1.0,
@@ -394,7 +395,7 @@ def shard(
     data: list[str] = typer.Option(..., "--data", help="Training set PATH[:WEIGHT], as for `posecli train`; repeatable."),
     out: Path = typer.Option(..., "--out", help="Empty folder for shard_NNN.npz files and manifest.json."),
     window: int = typer.Option(3, "--window", min=1, help="Frames of a clip window (as the training run will use)."),
-    input_size: tuple[int, int] = typer.Option((256, 192), "--input-size", help="Model input height width."),
+    input_size: tuple[int, int] = typer.Option((256, 256), "--input-size", help="Model input height width."),
     max_mb: float = typer.Option(48.0, "--max-mb", min=1.0, help="Largest shard file, MiB."),
 ) -> None:
     """Pack training sets into compact shards (person patches as JPEG) for `posecli train --data DIR`."""

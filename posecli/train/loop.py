@@ -153,7 +153,7 @@ class TrainConfig:
     signal_scale: float = 1.0
     fg_weight: float = 20.0
     high_t_fraction: float = 0.5
-    face_teacher_weight: float = 0.5
+    face_teacher_weight: float = 0.0
     drop_lr_suspect: bool = True
     pseudo_min_conf: float = 0.3
     augment: AugmentConfig = AugmentConfig()
