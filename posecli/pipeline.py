@@ -526,10 +526,6 @@ class Pipeline:
 
     # -- files -------------------------------------------------------------------------------
 
-    def output_paths(self, stem: str, out_dir: str | Path) -> list[Path]:
-        """The files :meth:`process` writes for an input whose outputs are named ``stem``."""
-        return list(output_paths(Path(out_dir), stem, self.config.formats, self.config.overlay).values())
-
     def process(self, path: str | Path, out_dir: str | Path, stem: str | None = None,
                 progress: ProgressCallback | None = None) -> RunSummary:
         """Estimate tracked poses for one input and write every requested output.

@@ -22,6 +22,8 @@ from posecli.config import PipelineConfig
 from posecli.errors import PoseCliError
 
 if TYPE_CHECKING:  # Ray is imported only by a run on it
+    from collections.abc import Callable
+
     from posecli.distributed import RayOptions
 
 log = logging.getLogger(__name__)
@@ -146,15 +148,22 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
         # Paths fold onto more lines rather than being cut: the table is where the outputs are listed.
         table.add_column(column, justify="right" if column in ("frames", "poses", "tracks", "seconds", "fps") else "left",
                          overflow="fold")
+    from posecli.sinks import output_paths
+
+    def skipped(path: Path) -> bool:
+        """With ``skip_existing``: every output of ``path`` is there already."""
+        return skip_existing and all(
+            p.is_file() for p in output_paths(out_dir, stems[path], config.formats, config.overlay).values())
+
     if ray is not None:
-        return failures + _run_on_ray(paths, stems, out_dir, config, ray, skip_existing, table, console)
+        return failures + _run_on_ray(paths, stems, out_dir, config, ray, skipped, table, console)
     from posecli.pipeline import Pipeline  # torch and the model: only once the inputs are known good
 
-    pipeline = Pipeline(config)
+    # Not loaded at all when every input is skipped (a finished shard run again).
+    pipeline = None if all(skipped(p) for p in paths) else Pipeline(config)
     with _progress(console) as progress:
         for path in paths:
-            target = pipeline.output_paths(stems[path], out_dir)
-            if skip_existing and all(p.is_file() for p in target):
+            if skipped(path):
                 table.add_row(str(path), "-", "-", "-", "-", "-", "skipped (outputs exist)")
                 continue
             task = progress.add_task(path.name, total=None)
@@ -188,15 +197,11 @@ def _summary_row(path: Path, summary) -> tuple[str, ...]:  # noqa: ANN001 - a pi
 
 
 def _run_on_ray(paths: list[Path], stems: dict[Path, str], out_dir: Path, config: PipelineConfig,
-                options: RayOptions, skip_existing: bool, table: Table, console: Console) -> int:
+                options: RayOptions, skipped: Callable[[Path], bool], table: Table, console: Console) -> int:
     """``run --ray``: one progress bar over all videos, the summary table; returns the failures."""
     from posecli.distributed import run_on_ray
-    from posecli.sinks import output_paths
 
-    def complete(path: Path) -> bool:
-        return all(p.is_file() for p in output_paths(out_dir, stems[path], config.formats, config.overlay).values())
-
-    jobs = [(p, stems[p]) for p in paths if not (skip_existing and complete(p))]
+    jobs = [(p, stems[p]) for p in paths if not skipped(p)]
     outcomes = {}
     if jobs:
         with _progress(console) as progress:

@@ -171,6 +171,12 @@ def test_skip_existing_skips_complete_outputs(env, tmp_path):
     assert result.exit_code == 0
     assert "skipped" in result.output
     assert (out / "blank.json").stat().st_mtime_ns == before
+    # Nothing left to do: the model is not even loaded (these weights do not exist).
+    missing = tmp_path / "no-such-weights.pt"
+    assert run(str(video), "--out", str(out), "--skip-existing", "--weights", str(missing)).exit_code == 0
+    other = blank_video(tmp_path / "other.mp4")
+    failed = run(str(video), str(other), "--out", str(out), "--skip-existing", "--weights", str(missing))
+    assert failed.exit_code == 1 and "no-such-weights" in failed.output
 
 
 def test_image_folder_input_records_file_names(env, tmp_path, shared_dir):
