@@ -55,7 +55,7 @@ from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
 from posecli.errors import PoseCliError
 from posecli.prefetch import prefetch
 from posecli.propagate import BoxPropagator
-from posecli.sinks import load_coco_image_ids, make_sinks, output_paths
+from posecli.sinks import load_coco_image_ids, make_sinks
 from posecli.smooth import PoseSmoother
 from posecli.track import PoseTracker, box_iou, drop_short_tracks
 from posecli.types import Detections, Frame, FrameResult, ModelInfo, Poses, SourceInfo
@@ -367,19 +367,16 @@ class Pipeline:
                 key_matrix = crop_transform(box, input_hw, enlarge)
                 keys: list[CropKey] = []
                 for item in window.items:
-                    match = -1
                     if own:
                         match = person if item is key else _best_match(box, item.detections.boxes_xyxy)
-                    if match >= 0:
+                        if match < 0:
+                            # No detection of the person in this frame: the key frame's own crop stands in
+                            # (as past the clip's ends), instead of a backbone pass on a crop nobody was seen in.
+                            item, match = key, person
                         crop_key = CropKey(item.position, own_box=match)
                         if crop_key not in crops:
                             crops[crop_key] = (item.frame.image,
                                                crop_transform(item.detections.boxes_xyxy[match], input_hw, enlarge))
-                    elif own:
-                        # No detection of the person in this frame: the key frame's own crop stands in
-                        # (as past the clip's ends), instead of a backbone pass on a crop nobody was seen in.
-                        crop_key = CropKey(key.position, own_box=person)
-                        crops.setdefault(crop_key, (key.frame.image, key_matrix))
                     else:
                         crop_key = CropKey(item.position, key_position=key.position, key_person=person)
                         crops.setdefault(crop_key, (item.frame.image, key_matrix))
