@@ -155,14 +155,12 @@ class PoseModel:
                 to_key = np.asarray(to_key)[:, index.numpy()]
         return self.predictor.heatmaps_from_features(features, to_key)
 
-    def heatmaps(self, crops: np.ndarray, times=None, to_key: np.ndarray | None = None  # noqa: ANN001 - StageTimes
-                 ) -> np.ndarray:
+    def heatmaps(self, crops: np.ndarray, times=None) -> np.ndarray:  # noqa: ANN001 - StageTimes
         """Heatmaps [N, K, h, w] for windows of crops [N, T, H, W, 3] (uint8 BGR).
 
         Args:
             crops: T = the run's window, or 1 (a still image; its features are replicated).
             times: optional ``pipeline.StageTimes`` that gets "backbone" and "denoise" seconds.
-            to_key: see :meth:`heatmaps_from_features` (None: every frame cropped with the key box).
         """
         n, t = crops.shape[:2]
         t0 = time.perf_counter()
@@ -170,7 +168,7 @@ class PoseModel:
         feats = feats.view(n, t, *feats.shape[1:])
         if times is not None:
             t0 = times.add("backbone", t0)
-        heatmaps = self.heatmaps_from_features(feats, to_key)
+        heatmaps = self.heatmaps_from_features(feats)
         if times is not None:
             times.add("denoise", t0)
         return heatmaps
