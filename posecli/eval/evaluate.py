@@ -11,8 +11,8 @@ keypoints in frame pixels), so the metric code does not know which model it meas
   Still images are fed as a window of the image replicated T times.
 * Videos with pseudo-labels (``videos/*.pseudo.json``): the model runs on the pseudo-label boxes,
   once with real neighbour frames (window T, edges replicated; each frame cropped with its own
-  box of the person's track where it has one, else the key frame's box, as ``posecli run`` crops
-  them by default) and once with the key frame replicated T times. Metrics: PCK against the
+  box of the person's track, the key frame standing in where the track has none, as ``posecli
+  run`` crops them by default) and once with the key frame replicated T times. Metrics: PCK against the
   pseudo-labels (joints with confidence ≥ 0.3) and jitter, the mean normalised second difference
   along each track (see :func:`posecli.eval.metrics.second_differences`).
 
@@ -496,11 +496,11 @@ def evaluate_video(models: Sequence[TopDownPoseModel], pseudo_file: str | Path, 
     def predict_pending(model: DiffPoseTopDown, key: tuple[str, str]) -> None:
         if pending[key]:
             parts = list(zip(*pending.pop(key)))
-            if len(parts) == 3:  # own-crop features, key affines, frame → key affines
+            if key[1] == "temporal" and key[0] in own_crops:  # features, key affines, frame → key affines
                 import torch
 
                 predicted = model.predict_features(torch.cat(parts[0]), *(np.concatenate(p) for p in parts[1:]))
-            else:
+            else:  # crops, key affines
                 predicted = model.predict_crops(*(np.concatenate(p) for p in parts))
             rows[key].extend(zip(*predicted))
 
