@@ -11,10 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# Config keys the model itself defines; save_checkpoint derives them again from the new model.
-MODEL_KEYS = ("arch", "model", "window", "input_size", "heatmap_size", "timesteps")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="a diffpose-movenet checkpoint")
@@ -22,12 +18,14 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=5, help="frames of the temporal prior (odd)")
     args = parser.parse_args()
 
-    from posecli.models.checkpoint import load_checkpoint, save_checkpoint
+    from posecli.models.checkpoint import load_checkpoint, model_keys, save_checkpoint
     from posecli.models.diffpose_movenet import with_temporal_prior
 
     model, config = load_checkpoint(args.source)
     widened = with_temporal_prior(model, args.window)
-    written = save_checkpoint(args.out, widened, {k: v for k, v in config.items() if k not in MODEL_KEYS})
+    # The settings of the source (steps, schedule, training record, …); the model's own keys anew.
+    settings = {k: v for k, v in config.items() if k not in model_keys(model)}
+    written = save_checkpoint(args.out, widened, settings)
     print(f"{args.out}: window {written['window']}, trained parts on {widened.learned_window} frames")
 
 

@@ -40,6 +40,18 @@ def arch_of(model) -> str:  # noqa: ANN001 - one of ARCHITECTURES' classes
     raise TypeError(f"no checkpoint architecture for {type(model).__name__}")
 
 
+def model_keys(model: DiffPoseMoveNet) -> dict[str, Any]:
+    """The config keys ``model`` itself determines: arch, constructor arguments, window, sizes, timesteps."""
+    return {
+        "arch": arch_of(model),
+        "model": dict(model.init_kwargs),
+        "window": model.window,
+        "input_size": list(model.input_size),
+        "heatmap_size": list(model.heatmap_size),
+        "timesteps": model.timesteps,
+    }
+
+
 def checkpoint_config(model: DiffPoseMoveNet, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full config saved with ``model``: the caller's keys plus what the model defines.
 
@@ -50,15 +62,7 @@ def checkpoint_config(model: DiffPoseMoveNet, config: dict[str, Any] | None = No
     out: dict[str, Any] = {"sigma": 2.0, "steps": 1, "signal_scale": DEFAULT_SIGNAL_SCALE,
                            "schedule": "cosine", "mean": list(RAW_MEAN_RGB), "std": list(RAW_STD_RGB)}
     out.update(config or {})
-    derived = {
-        "arch": arch_of(model),
-        "model": dict(model.init_kwargs),
-        "window": model.window,
-        "input_size": list(model.input_size),
-        "heatmap_size": list(model.heatmap_size),
-        "timesteps": model.timesteps,
-    }
-    for key, value in derived.items():
+    for key, value in model_keys(model).items():
         if key in out and json.loads(json.dumps(out[key])) != json.loads(json.dumps(value)):
             raise ValueError(f"config[{key!r}] = {out[key]!r} disagrees with the model ({value!r})")
         out[key] = value

@@ -425,10 +425,8 @@ def with_temporal_prior(model: DiffPoseMoveNet, window: int) -> DiffPoseMoveNet:
     Raises:
         ValueError: ``window`` smaller than the learned window or not centred on it.
     """
-    kwargs = dict(model.init_kwargs)
-    kwargs.update(input_size=tuple(kwargs["input_size"]), decoder_channels=tuple(kwargs["decoder_channels"]),
-                  window=window, learned_window=model.learned_window, temporal_prior=True)
-    widened = DiffPoseMoveNet(**kwargs)
+    widened = DiffPoseMoveNet(**{**model.init_kwargs, "window": window, "learned_window": model.learned_window,
+                                 "temporal_prior": True})
     widened.load_state_dict(model.state_dict(), strict=True)
     return widened.train(model.training)
 
