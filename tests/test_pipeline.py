@@ -17,8 +17,8 @@ from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.detect import BoxesFileDetector
 from posecli.errors import PoseCliError
-from posecli.models.loading import (DEFAULT_POSE_WEIGHTS, MAX_GPU_BATCH, auto_batch_size, load_pose_model,
-                                    resolve_dtype)
+from posecli.models.loading import (DEFAULT_POSE_WEIGHTS, GPU_BYTES_PER_FRAME, GPU_BYTES_PER_WINDOW, MAX_GPU_BATCH,
+                                    auto_batch_size, load_pose_model, resolve_dtype)
 from posecli.pipeline import Pipeline, ThreadPlan, resolve_threads
 from posecli.prefetch import prefetch
 from posecli.propagate import BoxPropagator
@@ -411,13 +411,40 @@ def test_gpu_choices_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_dtype("auto", "cuda") == torch.bfloat16
     assert auto_batch_size("cpu", 3) == 16
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2 * 2**30, 8 * 2**30))
-    assert 16 <= auto_batch_size("cuda", 3) < MAX_GPU_BATCH  # 1 GiB for windows of ~44 MiB
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (16 * 2**30, 24 * 2**30))
+    assert auto_batch_size("cuda", 3) == 36  # half of the free 16 GiB for windows of 3 × 72 + 8 MiB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (160 * 2**30, 160 * 2**30))
     assert auto_batch_size("cuda", 3) == MAX_GPU_BATCH
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (100 * 2**20, 8 * 2**30))
     assert auto_batch_size("cuda", 3) == 16
 
+
+
+GPU_ESTIMATE_PROBE = """
+import resource, sys, numpy as np
+from posecli.models.loading import load_pose_model
+model = load_pose_model(None, device="cpu", window=5, steps=None, seed=0, batch_size=4, dtype="float32")
+model.predictor.trunk_runner = None  # MoveNet's layers in PyTorch, as on a GPU
+crops = np.random.default_rng(0).integers(0, 256, (4, 5, *model.input_hw, 3), dtype=np.uint8)
+model.predictor(crops[:1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model.predictor(crops)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_gpu_batch_estimate_covers_what_a_call_takes():
+    """The per-window memory ``auto_batch_size`` divides by, against the peak memory a call of 4 windows of
+    5 frames really adds (float32 PyTorch path, measured on the CPU in a fresh process): above it, so that
+    a GPU is not filled past its free memory, and not so far above that batches come out needlessly small."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", GPU_ESTIMATE_PROBE], capture_output=True, text=True, check=True)
+    grown = int(done.stdout.split()[-1])
+    estimate = 4 * (5 * GPU_BYTES_PER_FRAME + GPU_BYTES_PER_WINDOW)
+    assert 0.5 * estimate < grown < estimate, (grown / 2**20, estimate / 2**20)
 
 # bfloat16 vs float32 keypoints, measured on the full sports2d_demo and pose2sim_MultiPerson_cam02
 # clips (pseudo-label boxes, step-600 training checkpoint): median 0.2-0.5 px, 90th percentile

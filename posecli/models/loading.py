@@ -39,10 +39,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Person-windows per model call on a CPU: beyond this the per-call overhead is amortised
 # (measured on 2 cores: 16 → 32 gains < 10 %) and memory stays small.
 CPU_BATCH_SIZE = 16
-# GPU memory one person-window takes through the model under 16-bit autocast, per frame of the
-# window (backbone activations dominate: the 96-channel 128×96 maps of stage 2, several alive at
-# once) plus the decoder's share; a deliberate overestimate, used to size batches.
-GPU_BYTES_PER_FRAME = 12 * 2**20
+# GPU memory one person-window takes through the model, per frame of the window: MoveNet's layers
+# run in float32 on the crop and its mirror image (the 1.75-wide MobileNetV2's early 128×128 maps
+# dominate), plus the decoder's share. Measured as the float32 PyTorch path's peak memory growth on
+# a CPU, 4 → 8 windows of 5 frames: 63 MiB per frame (``tests/test_pipeline.py`` keeps the estimate
+# above what a call takes); rounded up, used to size batches.
+GPU_BYTES_PER_FRAME = 72 * 2**20
 GPU_BYTES_PER_WINDOW = 8 * 2**20
 MAX_GPU_BATCH = 256
 
