@@ -54,6 +54,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = f"skipped in CI, where every test must run: {reason}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The tests' ``$XDG_CACHE_HOME``, one folder for the session: nothing lands in the user's own
+    cache, and MoveNet's OpenVINO graph is converted once per session, not per loaded model."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("user-cache")
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

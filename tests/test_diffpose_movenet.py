@@ -151,6 +151,50 @@ def test_openvino_trunk_agrees_with_pytorch(thunder, person) -> None:
     assert parts["prior_xy"].shape == (2, 17, 2) and float(parts["prior_score"].max()) > 0.5
 
 
+
+def test_openvino_graph_cache_is_read_back_and_never_stale(thunder, person, tmp_path, monkeypatch, caplog) -> None:
+    """A converted graph is written once and read back without converting; a trunk with one changed
+    weight gets its own graph (its outputs, not the cached ones); a damaged cached file is converted
+    again; an unwritable cache folder still gives a working trunk."""
+    import copy
+
+    from posecli.models import openvino_trunk
+    from posecli.models.openvino_trunk import OpenVinoTrunk
+
+    image, box = person
+    crop = warp_crop(image, crop_transform(box, SIDE, enlarge=1.15), SIDE)[..., ::-1]
+    rgb = torch.from_numpy(np.ascontiguousarray(crop[None])).permute(0, 3, 1, 2).float()
+
+    def agrees(model, runner) -> None:
+        with torch.inference_mode():
+            torch.testing.assert_close(model.encode_frames(rgb, runner), model.encode_frames(rgb), rtol=1e-3, atol=1e-3)
+
+    cache = tmp_path / "openvino"
+    agrees(thunder, OpenVinoTrunk(thunder.trunk, SIDE, threads=1, cache=cache))
+    written = sorted(p.name for p in cache.iterdir())
+    assert len(written) == 2 and {Path(n).suffix for n in written} == {".xml", ".bin"}  # no partial left
+
+    convert = openvino_trunk._convert
+    monkeypatch.setattr(openvino_trunk, "_convert", lambda *a: pytest.fail("converted although cached"))
+    agrees(thunder, OpenVinoTrunk(thunder.trunk, SIDE, threads=1, cache=cache))
+
+    changed = copy.deepcopy(thunder)
+    with torch.no_grad():
+        first = next(p for p in changed.trunk.parameters() if p.dim() == 4)
+        first[0] *= -1.0  # one filter of the first convolution
+    monkeypatch.setattr(openvino_trunk, "_convert", convert)
+    agrees(changed, OpenVinoTrunk(changed.trunk, SIDE, threads=1, cache=cache))
+    assert len(list(cache.glob("*.xml"))) == 2
+
+    xml = cache / next(n for n in written if n.endswith(".xml"))
+    xml.write_text(xml.read_text()[:1000])
+    agrees(thunder, OpenVinoTrunk(thunder.trunk, SIDE, threads=1, cache=cache))
+    assert "unreadable" in caplog.text and xml.stat().st_size > 1000  # converted and written again
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    agrees(thunder, OpenVinoTrunk(thunder.trunk, SIDE, threads=1, cache=blocked / "openvino"))
+
 def test_merge_mirrored_maps_back_averages_agreement_and_keeps_the_confident_one() -> None:
     width = 48  # anisotropic crop: the mirror is about x = (w - 1) / 2, y untouched
     torch.manual_seed(3)
@@ -197,13 +241,14 @@ def test_temporal_prior_keeps_steady_motion_averages_wobble_and_gates_other_limb
     wobble[:, 1] += torch.tensor([1.0, -0.5])  # the key frame's decode off by (1, -0.5)
     xy, _ = temporal_prior(wobble, score)
     torch.testing.assert_close(xy, key + torch.tensor([0.5, -0.25]))  # halved by the [¼, ½, ¼] mean
-    # A neighbour on another limb (past the gate, in y only) gets no weight: (2·key + next) / 3.
-    gated = steady.clone()
+    # A neighbour on another limb (past the gate, in y only) gets no weight, nor does its partner on
+    # the other side of the key frame (a one-sided mean would lean towards the next frame).
+    gated = wobble.clone()
     gated[0, 0, 9, 1] += TEMPORAL_AGREE_PX + 3.0
     xy, fused_score = temporal_prior(gated, score)
-    torch.testing.assert_close(xy[0, 9], (2 * key[0, 9] + key[0, 9] + velocity) / 3)
-    assert float(fused_score[0, 9]) == pytest.approx(float(2 * score[0, 1, 9] + score[0, 2, 9]) / 3, abs=1e-6)
-    torch.testing.assert_close(xy[1], key[1])  # the other person is untouched
+    torch.testing.assert_close(xy[0, 9], wobble[0, 1, 9])
+    assert float(fused_score[0, 9]) == pytest.approx(float(score[0, 1, 9]), abs=1e-6)
+    torch.testing.assert_close(xy[1], key[1] + torch.tensor([0.5, -0.25]))  # the other person is untouched
     # The key frame alone, the frames before and after agreeing: a fast swing out and back as
     # much as a one-frame jump to another limb; the key frame's own decode is kept.
     swing = steady.clone()
@@ -218,6 +263,21 @@ def test_temporal_prior_keeps_steady_motion_averages_wobble_and_gates_other_limb
     torch.testing.assert_close(xy[1, 3], key[1, 3])
     assert float(fused_score[1, 3]) == pytest.approx(float(score[1, 1, 3]), abs=1e-6)
 
+
+def test_temporal_prior_keeps_pairs_of_frames_so_a_fast_limb_is_not_pulled_to_one_side() -> None:
+    """Five frames of a joint speeding up along x (1, 2, 4, 8 px steps, anisotropic in y): the frame
+    two ahead is past the gate, so it and the frame two behind drop out; the middle three keep their
+    (4, 6, 4) weights. Elsewhere, pairs inside the gate keep the full (1, 4, 6, 4, 1) mean."""
+    x = torch.tensor([-3.0, -1.0, 0.0, 2.0, 2.0 + TEMPORAL_AGREE_PX + 1.0])
+    track = torch.stack([x, 0.25 * x], dim=-1)  # [T, 2]
+    xy = (torch.tensor([20.0, 30.0]) + track)[None, :, None].repeat(1, 1, 2, 1)  # [N=1, T=5, K=2, 2]
+    xy[0, 4, 1] = xy[0, 3, 1] + torch.tensor([1.0, 0.25])  # joint 1: slows down, all five inside
+    score = torch.full((1, 5, 2), 0.5)
+    fused, _ = temporal_prior(xy, score)
+    middle = (4 * xy[0, 1, 0] + 6 * xy[0, 2, 0] + 4 * xy[0, 3, 0]) / 14
+    torch.testing.assert_close(fused[0, 0], middle)
+    everything = (torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])[:, None] * xy[0, :, 1]).sum(0) / 16
+    torch.testing.assert_close(fused[0, 1], everything)
 
 def test_temporal_prior_is_the_base_of_the_output_and_still_frames_change_nothing(thunder) -> None:
     """The model's prior from a window with the option: the fused position (aligned decodes);

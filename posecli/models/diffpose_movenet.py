@@ -23,9 +23,9 @@ Pose Estimation", ICCV 2023, built on the MobileNetV2-1.75 + FPN trunk of Google
    keypoints exactly, and training learns corrections (person choice, label conventions).
    With ``temporal_prior`` (the shipped v2) that base is the window's, not the key frame's alone
    (:func:`temporal_prior`): per joint the binomial-weighted mean of the aligned decodes that lie
-   within ``TEMPORAL_AGREE_PX`` of the key frame's — a centred filter that keeps steady motion and
-   averages out the frame-to-frame wobble of single-frame decodes, while a neighbour on another
-   limb or person gets no weight. The shipped window is 5 frames (``window``) while STRL and the
+   within ``TEMPORAL_AGREE_PX`` of the key frame's, frames t ± k kept or dropped in pairs — a
+   centred filter that keeps steady motion and averages out the frame-to-frame wobble of
+   single-frame decodes, while a neighbour on another limb or person gets no weight. The shipped window is 5 frames (``window``) while STRL and the
    decoder see the middle 3 (``learned_window``, their trained size). Measured on the training
    clips (own-box crops as ``posecli run`` makes them, ``--smooth none``): jitter −53 % on
    pose2sim_SinglePerson_cam01 against the same checkpoint on single frames, where the old key
@@ -220,8 +220,14 @@ def temporal_prior(xy: torch.Tensor, score: torch.Tensor, agree_px: float = TEMP
 
     Per joint, the binomial-weighted mean (:func:`binomial_weights`) of the key frame's decode and
     the neighbours' decodes within ``agree_px`` of it; a neighbour farther away is on another limb
-    or person and gets no weight. A centred filter: constant-velocity motion is kept exactly, the
-    frame-to-frame wobble of single-frame decodes is averaged out.
+    or person and gets no weight. Neighbours count in pairs, ``t - k`` with ``t + k``: one of them
+    past the gate drops both, so the filter stays centred whichever frames it keeps.
+    Constant-velocity motion is kept exactly and the frame-to-frame wobble of single-frame decodes
+    is averaged out; a fast limb (a low frame rate) whose frames leave the gate on one side only is
+    not pulled towards the other side, which made the output jump as frames crossed the gate
+    (jitter against the key decode alone, on Thunder's labels of the three training clips taken at
+    every 6th frame, 10 frames/s: −25 … −30 % one-sided, −32 … −40 % in pairs; at their 60 frames/s
+    −74 … −80 % and −73 … −78 %).
 
     Args:
         xy: [N, T, K, 2] decodes in the key crop's heatmap pixels (key frame at T // 2).
@@ -234,7 +240,7 @@ def temporal_prior(xy: torch.Tensor, score: torch.Tensor, agree_px: float = TEMP
     key = xy.shape[1] // 2
     weights = binomial_weights(xy.shape[1]).to(xy)[None, :, None]
     near = (xy - xy[:, key:key + 1]).norm(dim=-1) <= agree_px  # [N, T, K]; the key is always near
-    weights = weights * near
+    weights = weights * (near & near.flip(1))  # frame t + k with t - k (the key at the middle)
     weights = weights / weights.sum(dim=1, keepdim=True)
     return (xy * weights[..., None]).sum(dim=1), (score * weights).sum(dim=1)
 
