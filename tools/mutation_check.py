@@ -1,13 +1,14 @@
 """Mutation check of the core pure functions: do the tests notice a small deliberate bug?
 
 Each mutant is one small source edit (a flipped sign, an index off by one, a border check moved,
-a factor dropped) in ``crop``, ``decode``, ``track`` or ``models/diffusion``. For each, the
-package and the tests are copied to a temporary folder, the edit is applied to the copy only,
-and the test files that cover that module run there (``pytest -x``). A mutant is *caught* when
-the tests fail, *survives* when they pass. The checkout itself is never edited, so an
-interrupted run (Ctrl-C) leaves nothing behind. The ``guard-*`` mutants break the
-pre-/post-processing around the network and run only ``tests/test_model_guard.py`` (the shipped
-model on labelled data from ``../shared``), to show that the guard alone notices them.
+a factor dropped) in ``crop``, ``decode``, ``track``, ``models/diffusion``, the temporal prior or
+the OpenVINO graph cache. For each, the package and the tests are copied to a temporary folder,
+the edit is applied to the copy only, and the test files that cover that module run there
+(``pytest -x``). A mutant is *caught* when the tests fail, *survives* when they pass. The
+checkout itself is never edited, so an interrupted run (Ctrl-C) leaves nothing behind. The
+``guard-*`` mutants break the pre-/post-processing around the network and run only
+``tests/test_model_guard.py`` (the shipped model on labelled data from ``../shared``), to show
+that the guard alone notices them.
 
 Not part of the default test run (it runs the covering tests once per mutant, ~2–3 minutes on
 two idle cores)::
@@ -38,6 +39,7 @@ CROP_TESTS = ("tests/test_crop.py", "tests/test_decode.py")
 DARK_TESTS = ("tests/test_decode.py",)
 TRACK_TESTS = ("tests/test_track.py",)
 DDIM_TESTS = ("tests/test_diffusion.py",)
+MODEL_TESTS = ("tests/test_diffpose_movenet.py",)
 GUARD_TESTS = ("tests/test_model_guard.py",)  # the shipped model on labelled data, alone
 
 
@@ -131,6 +133,17 @@ MUTANTS = [
            DDIM_TESTS),
     Mutant("ddim-timesteps-not-reversed", "posecli/models/diffusion.py",
            "round().long().flip(0)", "round().long()", DDIM_TESTS),
+    # models/diffpose_movenet: the temporal prior; models/openvino_trunk: the converted graph's cache
+    Mutant("temporal-prior-one-sided", "posecli/models/diffpose_movenet.py",
+           "weights = weights * (near & near.flip(1))", "weights = weights * near", MODEL_TESTS),
+    Mutant("temporal-prior-uniform", "posecli/models/diffpose_movenet.py",
+           "weights = binomial_weights(xy.shape[1]).to(xy)[None, :, None]",
+           "weights = torch.ones(xy.shape[1]).to(xy)[None, :, None]", MODEL_TESTS),
+    Mutant("temporal-prior-no-gate", "posecli/models/diffpose_movenet.py",
+           "(xy - xy[:, key:key + 1]).norm(dim=-1) <= agree_px", "(xy - xy[:, key:key + 1]).norm(dim=-1) >= 0",
+           MODEL_TESTS),
+    Mutant("openvino-cache-ignores-weights", "posecli/models/openvino_trunk.py",
+           "digest.update(value.numpy().tobytes())", "digest.update(b\"\")", MODEL_TESTS),
     # The model guard alone must notice pre-/post-processing bugs around a correct network.
     Mutant("guard-channels-not-swapped", "posecli/models/preprocess.py", "np.ascontiguousarray(crops[..., ::-1])",
            "np.ascontiguousarray(crops)", GUARD_TESTS),

@@ -42,9 +42,9 @@ CPU_BATCH_SIZE = 16
 # GPU memory one person-window takes through the model, per frame of the window: MoveNet's layers
 # run in float32 on the crop and its mirror image (the 1.75-wide MobileNetV2's early 128×128 maps
 # dominate), plus the decoder's share. Measured as the float32 PyTorch path's peak memory growth on
-# a CPU, 4 → 8 windows of 5 frames: 63 MiB per frame (``tests/test_pipeline.py`` keeps the estimate
-# above what a call takes); rounded up, used to size batches.
-GPU_BYTES_PER_FRAME = 72 * 2**20
+# a CPU for a call of 4 windows of 5 frames: 63 MiB per frame (``tests/test_pipeline.py`` keeps the
+# estimate above what a call takes); with room for the GPU's own workspaces, used to size batches.
+GPU_BYTES_PER_FRAME = 80 * 2**20
 GPU_BYTES_PER_WINDOW = 8 * 2**20
 MAX_GPU_BATCH = 256
 
