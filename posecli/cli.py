@@ -338,13 +338,20 @@ def train(
     prior_scores: bool = typer.Option(False, "--prior-scores",
                                       help="Labelled joints keep the MoveNet prior's scores as target peaks "
                                            "(instead of 1)."),
-    mirror_prior: bool = typer.Option(False, "--mirror-prior",
-                                      help="The prior merges MoveNet on each crop and on its mirror image "
-                                           "(two trunk passes)."),
+    mirror_prior: Optional[bool] = typer.Option(None, "--mirror-prior/--no-mirror-prior",
+                                                help="The prior merges MoveNet on each crop and on its mirror "
+                                                     "image (two trunk passes). Default: --init's, else off."),
+    temporal_prior: Optional[bool] = typer.Option(None, "--temporal-prior/--no-temporal-prior",
+                                                  help="The output's base averages the window's MoveNet decodes "
+                                                       "(see the model card). Default: --init's, else off."),
+    learned_window: Optional[int] = typer.Option(None, "--learned-window", min=1,
+                                                 help="Frames STRL and the decoder see, centred in --window "
+                                                      "(odd). Default: --init's, else the window."),
     still_motion_prob: float = typer.Option(1.0, "--still-motion-prob", min=0.0, max=1.0,
                                             help="Share of still images given synthetic motion (the rest "
                                                  "are repeated frames)."),
-    window: int = typer.Option(3, "--window", min=1),
+    window: Optional[int] = typer.Option(None, "--window", min=1, help="Frames per window. Default: --init's, "
+                                                                       "else 3."),
     input_size: tuple[int, int] = typer.Option((256, 256), "--input-size",
                                                help="Model input height width (multiples of 32)."),
     face_teacher_weight: float = typer.Option(0.0, "--face-teacher-weight", min=0.0,
@@ -371,11 +378,14 @@ def train(
     from posecli.train.loop import train as train_model
 
     logging.getLogger("posecli").setLevel(logging.INFO)
+    if window is None:
+        window = _checkpoint_window(init) if init else 3
+    design = {"mirror_prior": mirror_prior, "temporal_prior": temporal_prior, "learned_window": learned_window}
     config = TrainConfig(
         datasets=tuple(DatasetSpec.parse(item) for item in data), out_dir=out, val_json=val, steps=steps,
         batch_size=batch_size, lr=lr, max_minutes=max_minutes, stop_after=stop_after, resume=resume,
         init_checkpoint=init, trunk=trunk, crop_enlarge=crop_enlarge, teacher_weight=teacher_weight,
-        prior_scores=prior_scores, model_kwargs={"mirror_prior": True} if mirror_prior else {},
+        prior_scores=prior_scores, model_kwargs={k: v for k, v in design.items() if v is not None},
         window=window, input_size=tuple(input_size),
         augment=AugmentConfig(still_motion_prob=still_motion_prob),
         face_teacher_weight=face_teacher_weight, fg_weight=fg_weight, high_t_fraction=high_t_fraction,
@@ -388,6 +398,18 @@ def train(
     except PoseCliError as exc:
         _fail(str(exc))
     typer.echo(str(checkpoint))
+
+
+def _checkpoint_window(path: Path) -> int:
+    """The window a checkpoint was saved with (``posecli train --init`` continues with it)."""
+    from posecli.models.checkpoint import load_checkpoint
+
+    try:
+        return int(load_checkpoint(path)[1]["window"])
+    except PoseCliError as exc:
+        _fail(str(exc))
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        _fail(f"{path}: not a usable posecli checkpoint ({exc})")
 
 
 @app.command(cls=_Command)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MODEL_KWARGS
+from conftest import TINY_MODEL_KWARGS, tiny_pose_model
 from posecli.crop import apply_affine, crop_transform, heatmap_to_input
+from posecli.errors import PoseCliError
 from posecli.decode import dark_decode
 from posecli.train.augment import AugmentConfig, about_centre, make_example
 from posecli.train.datasets import CocoKeypoints, MixedDataset, VideoPseudoLabels
@@ -225,6 +226,27 @@ def _tiny_config(shared_dir: Path, out: Path, steps: int, init: Path) -> TrainCo
         face_teacher_weight=0.0, init_checkpoint=init, model_kwargs=TINY_MODEL_KWARGS,
     )
 
+
+
+def test_fine_tuning_keeps_the_checkpoints_design_unless_told_otherwise(tmp_path: Path):
+    """``--init`` of a mirror-view, temporal-prior checkpoint (window 5, STRL and decoder on 3): the model
+    built for training has that design and those weights; a run option overrides one part; a window
+    the learned frames do not fit in is a one-line error."""
+    from posecli.models import save_checkpoint
+
+    source = tiny_pose_model(window=5, learned_window=3, mirror_prior=True, temporal_prior=True).eval()
+    init = tmp_path / "shipped.pt"
+    save_checkpoint(init, source, {"steps": 1, "crop_enlarge": 1.15})
+    config = TrainConfig(datasets=(), out_dir=tmp_path / "run", window=5, input_size=(64, 64), init_checkpoint=init)
+    model = build_model(config)
+    assert (model.window, model.learned_window, model.mirror_prior, model.temporal_prior) == (5, 3, True, True)
+    for name, value in model.state_dict().items():  # float tensors as saved, in half precision
+        saved = source.state_dict()[name]
+        torch.testing.assert_close(value, saved.half().float() if saved.is_floating_point() else saved, msg=name)
+    plain = build_model(replace(config, model_kwargs={"temporal_prior": False}))
+    assert (plain.learned_window, plain.mirror_prior, plain.temporal_prior) == (3, True, False)
+    with pytest.raises(PoseCliError, match="--window 1 does not fit"):
+        build_model(replace(config, window=1))
 
 
 def _fixed_loss(model, config: TrainConfig) -> float:

@@ -238,26 +238,36 @@ def lr_factor(progress: float, step: int, warmup_steps: int, min_ratio: float) -
 
 
 def build_model(config: TrainConfig):
-    """A fresh ``DiffPoseMoveNet`` on the layers of ``trunk``, or the weights of ``init_checkpoint``."""
+    """A fresh ``DiffPoseMoveNet`` on the layers of ``trunk``, or the weights of ``init_checkpoint``.
+
+    From a checkpoint the model keeps that checkpoint's design (mirror and temporal prior, learned
+    window, sizes) except where ``model_kwargs`` says otherwise; ``window`` and ``input_size`` are
+    the run's.
+
+    Raises:
+        PoseCliError: neither a trunk nor a checkpoint, or a window the checkpoint's design cannot take.
+    """
     from posecli.models.checkpoint import load_checkpoint
     from posecli.models.diffpose_movenet import DiffPoseMoveNet
     from posecli.models.movenet import movenet_spec, read_tfjs_weights
 
-    kwargs = dict(config.model_kwargs)
-    kwargs.update(window=config.window, input_size=tuple(config.input_size))
     if config.trunk is None and not config.init_checkpoint:
         raise PoseCliError("posecli train needs --trunk movenet-thunder.json (MoveNet's layers) or --init CHECKPOINT")
+    loaded = load_checkpoint(config.init_checkpoint) if config.init_checkpoint else None
+    kwargs = dict(loaded[1]["model"]) if loaded else {}
+    kwargs.update(config.model_kwargs)
+    kwargs.update(window=config.window, input_size=tuple(config.input_size))
     weights = read_tfjs_weights(config.trunk) if config.trunk else None
     if weights is not None:
         kwargs["trunk"] = movenet_spec(weights)
-    elif "trunk" not in kwargs:
-        kwargs["trunk"] = load_checkpoint(config.init_checkpoint)[1]["model"]["trunk"]
-    model = DiffPoseMoveNet(**kwargs)
+    try:
+        model = DiffPoseMoveNet(**kwargs)
+    except ValueError as exc:
+        raise PoseCliError(f"--window {config.window} does not fit the model ({exc})") from exc
     if weights is not None:
         model.trunk.load_tfjs(weights)
-    if config.init_checkpoint:
-        loaded, _ = load_checkpoint(config.init_checkpoint)
-        model.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
+    if loaded:
+        model.load_state_dict({k: v.float() for k, v in loaded[0].state_dict().items()})
     return model
 
 
