@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
 from posecli.cli import app
@@ -309,3 +310,22 @@ def test_run_help_examples_are_valid_commands():
         args = shlex.split(example.split("  ")[0])
         assert args[:2] == ["posecli", "run"]
         command.make_context("run", args[2:])  # raises on an unknown option or a bad value
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "x.json", "--out", "{out}", "--init"],
+                                     ["run", "{clip}", "--out", "{out}", "--weights"]])
+def test_a_checkpoint_that_is_missing_or_another_file_is_a_one_line_error(command, tmp_path):
+    """``train --init`` (which also reads the window from it) and ``run --weights``: a missing file or a
+    file that is not a checkpoint (text, a truncated one) gives one error line, no traceback, no output file."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    foreign = tmp_path / "notes.pt"
+    foreign.write_text("not a checkpoint")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((REPO / "weights" / "diffpose_coco17_v2.pt").read_bytes()[:4096])
+    for weights in (tmp_path / "missing.pt", foreign, cut):
+        args = [a.format(out=tmp_path / "out", clip=clip) for a in command] + [str(weights)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert error_line(result).startswith(f"error: {weights}") or f"file {weights} not found" in result.output
+        assert not any((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
         PoseCliError: a checkpoint of a retired architecture (``RETIRED_ARCHITECTURES``).
         ValueError: not a posecli checkpoint, or one that does not fit its own config.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:  # another file, cut short, foreign pickle
+        raise ValueError(f"{path} is not a {FORMAT} file ({type(exc).__name__})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
     config = json.loads(payload["config"])
