@@ -37,7 +37,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from posecli.crop import BOX_ENLARGE
+from posecli.crop import BOX_ENLARGE, crop_to_crop, crop_transform, warp_crop
 from posecli.errors import PoseCliError
 from posecli.eval.metrics import (JOINT_GROUPS, box_size, jitter_by_track, left_right_spread, oks_metrics,
                                   pck)
@@ -130,8 +130,6 @@ class DiffPoseTopDown:
         one frame repeated) and the frame → crop affines [N, 2, 3]; several frames' crops can be
         concatenated and go to :meth:`predict_crops` together (a few persons per frame make
         small, slow batches)."""
-        from posecli.crop import crop_transform, warp_crop
-
         frames = _fit_window(frames, self.window)
         if all(f is frames[0] for f in frames):
             frames = frames[:1]
@@ -142,8 +140,6 @@ class DiffPoseTopDown:
 
     def crop_matrices(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Frame → crop affines [N, 2, 3] of boxes [N, 4] (the checkpoint's enlargement)."""
-        from posecli.crop import crop_transform
-
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
         return np.array([crop_transform(b, self.input_hw, self.enlarge) for b in boxes], np.float64).reshape(-1, 2, 3)
 
@@ -200,8 +196,6 @@ class OwnCropWindows:
             frame_boxes: [N, T, 4] each person's box in each of those frames.
         """
         import torch
-
-        from posecli.crop import crop_to_crop, warp_crop
 
         boxes = np.asarray(frame_boxes, np.float64)
         keys = [[(f, tuple(box)) for f, box in zip(person_frames, person)]

@@ -25,8 +25,9 @@ Pose Estimation", ICCV 2023, built on the MobileNetV2-1.75 + FPN trunk of Google
    (:func:`temporal_prior`): per joint the binomial-weighted mean of the aligned decodes that lie
    within ``TEMPORAL_AGREE_PX`` of the key frame's, frames t ± k kept or dropped in pairs — a
    centred filter that keeps steady motion and averages out the frame-to-frame wobble of
-   single-frame decodes, while a neighbour on another limb or person gets no weight. The shipped window is 5 frames (``window``) while STRL and the
-   decoder see the middle 3 (``learned_window``, their trained size). Measured on the training
+   single-frame decodes, while a neighbour on another limb or person gets no weight. The shipped
+   window is 5 frames (``window``) while STRL and the decoder see the middle 3
+   (``learned_window``, their trained size). Measured on the training
    clips (own-box crops as ``posecli run`` makes them, ``--smooth none``): jitter −53 % on
    pose2sim_SinglePerson_cam01 against the same checkpoint on single frames, where the old key
    prior gave −8 %; the prior alone (residual left out) gives −75 %, so the trained residual, a

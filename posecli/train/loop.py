@@ -253,8 +253,10 @@ def build_model(config: TrainConfig):
 
     if config.trunk is None and not config.init_checkpoint:
         raise PoseCliError("posecli train needs --trunk movenet-thunder.json (MoveNet's layers) or --init CHECKPOINT")
-    loaded = load_checkpoint(config.init_checkpoint) if config.init_checkpoint else None
-    kwargs = dict(loaded[1]["model"]) if loaded else {}
+    init_model, kwargs = None, {}
+    if config.init_checkpoint:
+        init_model, init_config = load_checkpoint(config.init_checkpoint)
+        kwargs.update(init_config["model"])
     kwargs.update(config.model_kwargs)
     kwargs.update(window=config.window, input_size=tuple(config.input_size))
     weights = read_tfjs_weights(config.trunk) if config.trunk else None
@@ -266,8 +268,8 @@ def build_model(config: TrainConfig):
         raise PoseCliError(f"--window {config.window} does not fit the model ({exc})") from exc
     if weights is not None:
         model.trunk.load_tfjs(weights)
-    if loaded:
-        model.load_state_dict({k: v.float() for k, v in loaded[0].state_dict().items()})
+    if init_model is not None:
+        model.load_state_dict({k: v.float() for k, v in init_model.state_dict().items()})
     return model
 
 
