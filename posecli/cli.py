@@ -177,7 +177,12 @@ def run(
     photos: Optional[bool] = typer.Option(None, "--photos/--sequence",
                                           help="Image folders: unrelated photos, each taken alone (no temporal "
                                                "window, tracking or smoothing across them), or the frames of one "
-                                               "shot. Default: photos where the images differ in size, else frames."),
+                                               "shot. Default: photos where the images differ in size or there "
+                                               "is one image, else frames."),
+    rotations: bool = typer.Option(True, "--rotations/--no-rotations",
+                                   help="Photos: also look at each person turned by 90°, 180° and 270°, and keep "
+                                        "a turned view where it shows the person upright and the photo does not "
+                                        "(people lying, upside down); 4× the model's time per photo person."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="Where the model runs."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
                                          help="Frames per temporal window (odd; 1 = every frame alone). "
@@ -256,6 +261,7 @@ def run(
         score_threshold=score_threshold,
         tracking=TrackingConfig(max_age=max_age, oks_threshold=oks_threshold, min_track_length=min_track_length),
         smooth=smooth, formats=_split_formats(formats), overlay=overlay, photos=photos, coco_dataset=coco_dataset,
+        rotations=rotations,
     )
     try:
         ray = None
@@ -298,6 +304,9 @@ def eval_command(
     results: list[Path] = typer.Option([], "--results", metavar="FILE",
                                        help="Also score this COCO results file (posecli run --format coco) on "
                                             "ANN_FILE as it is: OKS AP with its own boxes; repeatable."),
+    rotations: bool = typer.Option(True, "--rotations/--no-rotations",
+                                   help="Image sets: our model also looks at each person turned, as posecli run "
+                                        "does with photos."),
 ) -> None:
     """Accuracy on labelled images or a labelled clip: OKS AP, PCK per joint group, jitter."""
     from posecli.runner import evaluate_and_print
@@ -307,7 +316,8 @@ def eval_command(
         evaluate_and_print(ann_file, images=images, video=video, weights=weights, include_model=not no_model,
                            baselines=names, baseline_dirs=tuple(baseline_dir), boxes=boxes, detector=detector,
                            detector_weights=detector_weights, score_threshold=score_threshold, device=device,
-                           steps=steps, window=window, seed=seed, out_json=out_json, results_files=tuple(results))
+                           steps=steps, window=window, seed=seed, out_json=out_json, results_files=tuple(results),
+                           rotations=rotations)
     except PoseCliError as exc:
         _fail(str(exc))
 

@@ -387,31 +387,38 @@ class Pipeline:
         return plan, crops, matrices, owners
 
     def _estimate(self, windows: list[Window[_Item]], cache: dict[CropKey, torch.Tensor],
-                  times: StageTimes, lag: int) -> list[tuple[int, FrameResult]]:
+                  times: StageTimes, lag: int, photos: bool = False) -> list[tuple[int, FrameResult]]:
         """Run the pose model on every person of a batch of windows; (position, result) per window.
 
         ``cache`` maps crop keys to backbone features computed for earlier batches; it is updated
         with this batch's and pruned to the crops later windows can still use. ``lag``: frames
-        before and after the key frame in a window (δ).
+        before and after the key frame in a window (δ). ``photos``: windows of one photo each, whose
+        persons the model also looks at turned where ``config.rotations`` says so.
         """
         import torch
 
         t0 = time.perf_counter()
         input_hw = self.model.input_hw
         plan, crops, matrices, owners = self._crop_plan(windows)
-        todo = [k for k in crops if k not in cache]
-        images = [warp_crop(image, matrix, input_hw) for image, matrix in (crops[k] for k in todo)]
-        t0 = times.add("crop", t0)
-        if todo:
-            features = self.model.features(np.stack(images))
-            cache.update(zip(todo, features))
-            t0 = times.add("backbone", t0)
-        if plan:
+        if photos and plan:
+            images = np.stack([warp_crop(*crops[keys[0]], input_hw) for keys in plan])
+            t0 = times.add("crop", t0)
+            heatmaps = self.model.still_heatmaps(images, self.config.rotations, times)
+            t0 = time.perf_counter()
+        elif plan:
+            todo = [k for k in crops if k not in cache]
+            images = [warp_crop(image, matrix, input_hw) for image, matrix in (crops[k] for k in todo)]
+            t0 = times.add("crop", t0)
+            if todo:
+                features = self.model.features(np.stack(images))
+                cache.update(zip(todo, features))
+                t0 = times.add("backbone", t0)
             stacked = torch.stack([torch.stack([cache[k] for k in keys]) for keys in plan])
             # Each frame's crop → its window's key crop (own-box crops differ from frame to frame).
             to_key = np.stack([[crop_to_crop(crops[k][1], m) for k in keys] for keys, m in zip(plan, matrices)])
             heatmaps = self.model.heatmaps_from_features(stacked, to_key)
             t0 = times.add("denoise", t0)
+        if plan:
             xy_hm, scores = dark_decode(heatmaps)
             xy = heatmaps_to_frame(xy_hm, self.model.stride, np.stack(matrices))
             times.add("dark", t0)
@@ -454,7 +461,7 @@ class Pipeline:
         # A key frame's window is complete δ frames after it is read: the lag of the poses.
         lag = window // 2
         windows: TemporalWindows[_Item] = TemporalWindows(window)
-        batcher = _WindowBatcher(lambda batch, cache: self._estimate(batch, cache, times, lag),
+        batcher = _WindowBatcher(lambda batch, cache: self._estimate(batch, cache, times, lag, photos),
                                  self.model.batch_size, tracker, propagator, keep_ids, times)
 
         previous_threads = torch.get_num_threads()
@@ -503,8 +510,9 @@ class Pipeline:
 
     def source_info(self, info: SourceInfo) -> SourceInfo:
         """``info`` with ``photos`` decided: an image input is taken as unrelated photos when
-        ``config.photos`` says so or, left at None, when its images differ in size."""
-        photos = info.kind == "images" and (info.sizes_vary if self.config.photos is None else self.config.photos)
+        ``config.photos`` says so or, left at None, when its images differ in size or it is one image."""
+        guess = info.sizes_vary or info.num_frames == 1
+        photos = info.kind == "images" and (guess if self.config.photos is None else self.config.photos)
         return dataclasses.replace(info, photos=photos)
 
     def _results(self, frames: Iterable[Frame], info: SourceInfo, times: StageTimes | None) -> Iterator[FrameResult]:

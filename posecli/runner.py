@@ -241,7 +241,8 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
                        include_model: bool, baselines: tuple[str, ...], baseline_dirs: tuple[Path, ...],
                        boxes: str, detector: str, detector_weights: Path | None, score_threshold: float,
                        device: str, steps: int | None, window: int | None, seed: int, out_json: Path | None,
-                       console: Console | None = None, results_files: tuple[Path, ...] = ()) -> dict:
+                       console: Console | None = None, results_files: tuple[Path, ...] = (),
+                       rotations: bool = True) -> dict:
     """``posecli eval``: run the evaluation with a progress bar and print its table."""
     from posecli import weights as weights_lib
     from posecli.detect import DETECTORS
@@ -262,7 +263,7 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
         report = run_eval(weights, ann_file, image_dir=images, video=video, baselines=baselines, boxes=boxes,
                           device=resolve_device(device), steps=steps, window=window, out_json=out_json,
                           detector=person_detector, baseline_dirs=baseline_dirs, seed=seed,
-                          include_model=include_model, results_files=results_files,
+                          include_model=include_model, results_files=results_files, rotations=rotations,
                           progress=lambda done, total: progress.update(task, completed=done, total=total))
     _wide_console().print(render_table(report))
     return report

@@ -1,10 +1,10 @@
 """Mutation check of the core pure functions: do the tests notice a small deliberate bug?
 
 Each mutant is one small source edit (a flipped sign, an index off by one, a border check moved,
-a factor dropped) in ``crop``, ``decode``, ``track``, ``models/diffusion``, the temporal prior or
-the OpenVINO graph cache. For each, the package and the tests are copied to a temporary folder,
-the edit is applied to the copy only, and the test files that cover that module run there
-(``pytest -x``). A mutant is *caught* when the tests fail, *survives* when they pass. The
+a factor dropped) in ``crop``, ``decode``, ``track``, ``models/diffusion``, the temporal prior,
+the photos' quarter-turn views or the OpenVINO graph cache. For each, the package and the tests
+are copied to a temporary folder, the edit is applied to the copy only, and the test files that
+cover that module run there (``pytest -x``). A mutant is *caught* when the tests fail, *survives* when they pass. The
 checkout itself is never edited, so an interrupted run (Ctrl-C) leaves nothing behind. The
 ``guard-*`` mutants break the pre-/post-processing around the network and run only
 ``tests/test_model_guard.py`` (the shipped model on labelled data from ``../shared``), to show
@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 CROP_TESTS = ("tests/test_crop.py", "tests/test_decode.py")
 DARK_TESTS = ("tests/test_decode.py",)
 TRACK_TESTS = ("tests/test_track.py",)
+ORIENTATION_TESTS = ("tests/test_orientation.py",)
 DDIM_TESTS = ("tests/test_diffusion.py",)
 MODEL_TESTS = ("tests/test_diffpose_movenet.py",)
 GUARD_TESTS = ("tests/test_model_guard.py",)  # the shipped model on labelled data, alone
@@ -145,6 +146,12 @@ MUTANTS = [
     Mutant("openvino-cache-ignores-weights", "posecli/models/openvino_trunk.py",
            "digest.update(value.numpy().tobytes())", "digest.update(b\"\")", MODEL_TESTS),
     # The model guard alone must notice pre-/post-processing bugs around a correct network.
+    Mutant("orientation-turned-back-same-way", "posecli/models/orientation.py",
+           "np.rot90(view, -k, axes=(2, 3))", "np.rot90(view, k, axes=(2, 3))", ORIENTATION_TESTS),
+    Mutant("orientation-upright-kept-anyway", "posecli/models/orientation.py",
+           "np.where(~upright[0] & (", "np.where((", ORIENTATION_TESTS),
+    Mutant("orientation-up-angle-turned-wrong-way", "posecli/models/orientation.py",
+           "clockwise_from_up - turns", "clockwise_from_up + turns", ORIENTATION_TESTS),
     Mutant("guard-channels-not-swapped", "posecli/models/preprocess.py", "np.ascontiguousarray(crops[..., ::-1])",
            "np.ascontiguousarray(crops)", GUARD_TESTS),
     Mutant("guard-no-subpixel-step", "posecli/decode.py", "ox, oy = np.where(ok, ox, 0.0), np.where(ok, oy, 0.0)",

@@ -96,13 +96,16 @@ class DiffPoseTopDown:
             and ``from_features``: windows of them [N,T,...] and ``to_key`` → heatmaps
             (``PoseModel.heatmaps_from_features``); both or neither. With them, clips are
             evaluated on own-box crops (:class:`OwnCropWindows`), without them on key-box crops.
+        still: crops uint8 [N,H,W,3] BGR of still images → heatmaps [N, ...]
+            (``PoseModel.still_heatmaps``), used by :meth:`predict` for a still image; None: ``heatmaps``.
     """
 
     def __init__(self, heatmaps: Callable[[np.ndarray], np.ndarray], input_hw: tuple[int, int],
                  window: int, stride: int | None = None, name: str = "diffpose", batch_size: int = 16,
                  enlarge: float = BOX_ENLARGE, encoder: Callable | None = None,
-                 from_features: Callable | None = None) -> None:
+                 from_features: Callable | None = None, still: Callable | None = None) -> None:
         self.heatmaps = heatmaps
+        self.still = still
         self.encoder = encoder
         self.from_features = from_features
         self.enlarge = enlarge
@@ -113,17 +116,23 @@ class DiffPoseTopDown:
         self.batch_size = batch_size
 
     @classmethod
-    def from_model(cls, model, batch_size: int = 16) -> "DiffPoseTopDown":  # noqa: ANN001 - loading.PoseModel
-        """A loaded ``models.loading.PoseModel`` with its own crop size, enlargement, window and stride."""
+    def from_model(cls, model, batch_size: int = 16, rotations: bool = True) -> "DiffPoseTopDown":  # noqa: ANN001
+        """A loaded ``models.loading.PoseModel`` with its own crop size, enlargement, window and stride;
+        ``rotations``: still images are also looked at turned, as ``posecli run`` does with photos."""
         return cls(model.heatmaps, model.input_hw, model.window, stride=model.stride, batch_size=batch_size,
-                   enlarge=model.crop_enlarge, encoder=model.features, from_features=model.heatmaps_from_features)
+                   enlarge=model.crop_enlarge, encoder=model.features, from_features=model.heatmaps_from_features,
+                   still=partial(model.still_heatmaps, rotations=rotations))
 
     def predict(self, frames: Sequence[np.ndarray], boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`TopDownPoseModel.predict`. A window of another length than ``self.window``
         is fitted to it around the key frame, repeating its end frames. A window of one frame
-        repeated is passed as T=1 (the predictor replicates its features), so a still image costs
-        one backbone pass, not T."""
-        return self.predict_crops(*self.crops(frames, boxes_xyxy))
+        repeated is a still image: it goes to ``still`` where given, else as T=1 (the predictor
+        replicates its features), so it costs one backbone pass per view, not T."""
+        crops, mats = self.crops(frames, boxes_xyxy)
+        if crops.shape[1] == 1 and self.still is not None:
+            return self._decode([(self.still(crops[i:i + self.batch_size, 0]), mats[i:i + self.batch_size])
+                                 for i in range(0, len(crops), self.batch_size)])
+        return self.predict_crops(crops, mats)
 
     def crops(self, frames: Sequence[np.ndarray], boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model inputs :meth:`predict` makes: crops uint8 [N, T, H, W, 3] (T = 1 for a window of
@@ -231,10 +240,11 @@ def _window_indices(frames: Sequence[np.ndarray], t: int, length: int) -> list[i
 
 
 def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: int | None = None,
-                  window: int | None = None, seed: int = 0, batch_size: int = 16) -> DiffPoseTopDown:
+                  window: int | None = None, seed: int = 0, batch_size: int = 16,
+                  rotations: bool = True) -> DiffPoseTopDown:
     """Our checkpoint, found and verified as ``posecli run`` does (``models.loading.load_pose_model``:
     ``None`` = the default manifest entry), as a :class:`DiffPoseTopDown`. ``steps``/``window`` of
-    ``None`` take the checkpoint's values."""
+    ``None`` take the checkpoint's values; ``rotations``: see :meth:`DiffPoseTopDown.from_model`."""
     from posecli.models.loading import load_pose_model
 
     from posecli.config import PipelineConfig
@@ -242,12 +252,13 @@ def load_diffpose(weights_path: str | Path | None, device: str = "cpu", steps: i
 
     model = load_pose_model(None if weights_path is None else Path(weights_path), device=device,
                             window=window, steps=steps, seed=seed, batch_size=batch_size)
-    adapter = DiffPoseTopDown.from_model(model, batch_size=batch_size)
+    adapter = DiffPoseTopDown.from_model(model, batch_size=batch_size, rotations=rotations)
     # The model's thread count of `posecli run` (one thread on two cores): two threads that wait
     # for each other on a busy 2-core CPU made the model 2.6× slower per person, measured in one run.
     threads = resolve_threads(PipelineConfig(), device).model
-    adapter.heatmaps, adapter.encoder, adapter.from_features = (
-        _with_torch_threads(f, threads) for f in (model.heatmaps, model.features, model.heatmaps_from_features))
+    adapter.heatmaps, adapter.encoder, adapter.from_features, adapter.still = (
+        _with_torch_threads(f, threads) for f in (model.heatmaps, model.features, model.heatmaps_from_features,
+                                                  adapter.still))
     return adapter
 
 
@@ -687,7 +698,8 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
              boxes: str = "gt", device: str = "cpu", steps: int | None = None, window: int | None = None,
              out_json: str | Path | None = None, detector: Callable[[Frame], Detections] | None = None,
              baseline_dirs: Sequence[str | Path] = (), seed: int = 0, include_model: bool = True,
-             progress: Callable[[int, int], None] | None = None, results_files: Sequence[str | Path] = ()) -> dict:
+             progress: Callable[[int, int], None] | None = None, results_files: Sequence[str | Path] = (),
+             rotations: bool = True) -> dict:
     """What ``posecli eval`` runs: our model (if ``weights_path``) and the baselines, same boxes.
 
     Args:
@@ -706,6 +718,8 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
         progress: ``progress(done, total)``, called per image / frame of each pass.
         results_files: COCO results files (``posecli run --format coco``) scored on ``ann_file``
             as they are (:func:`score_results`), next to the models; image sets only.
+        rotations: our model also looks at each person of an image set turned
+            (``PoseModel.still_heatmaps``), as ``posecli run`` does with photos.
 
     Returns:
         The report: ``{"format": "posecli-eval/1", "kind": "images"|"video", ...,
@@ -715,7 +729,8 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
 
     models: list[TopDownPoseModel] = []
     if include_model:
-        models.append(load_diffpose(weights_path, device=device, steps=steps, window=window, seed=seed))
+        models.append(load_diffpose(weights_path, device=device, steps=steps, window=window, seed=seed,
+                                    rotations=rotations))
     models.extend(load_baseline(name, baseline_dirs) for name in baselines)
     if not models and not results_files:
         raise PoseCliError("nothing to evaluate: give weights, a baseline or a results file")
@@ -745,6 +760,8 @@ def run_eval(weights_path: str | Path | None, ann_file: str | Path, image_dir: s
         report["weights"] = None if weights_path is None else str(weights_path)
         report["steps"] = steps
         report["device"] = device
+        if video is None:
+            report["rotations"] = rotations
     if out_json is not None:
         write_json_atomic(out_json, report)
     return report

@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint
 from .diffpose_movenet import HEATMAP_STRIDE
 from .diffusion import DDIMSampler, NoiseSchedule
 from .openvino_trunk import openvino_trunk_or_none
+from .orientation import pick_views, turned_back, turned_crops
 from .predictor import HeatmapPredictor
 
 # The manifest entry `posecli run` uses when no --weights is given.
@@ -174,6 +175,18 @@ class PoseModel:
         if times is not None:
             times.add("denoise", t0)
         return heatmaps
+
+    def still_heatmaps(self, crops: np.ndarray, rotations: bool = True, times=None) -> np.ndarray:  # noqa: ANN001
+        """Heatmaps [N, K, h, w] of crops [N, H, W, 3] (uint8 BGR) of still images, one per person.
+
+        With ``rotations`` (square crops) each crop is also looked at turned by 90°, 180° and 270°
+        and a turned view replaces the upright one where it shows the person upright and the
+        upright one does not (``orientation.py``): 4× the model's time per person.
+        """
+        crops = np.asarray(crops)
+        if not rotations or self.input_hw[0] != self.input_hw[1]:
+            return self.heatmaps(crops[:, None], times)
+        return pick_views(turned_back(self.heatmaps(turned_crops(crops)[:, None], times)))[0]
 
 
 def _compile_network(network: torch.nn.Module) -> None:
