@@ -180,9 +180,10 @@ def run(
                                                "shot. Default: photos where the images differ in size or there "
                                                "is one image, else frames."),
     rotations: bool = typer.Option(True, "--rotations/--no-rotations",
-                                   help="Photos: also look at each person turned by 90°, 180° and 270°, and keep "
-                                        "a turned view where it shows the person upright and the photo does not "
-                                        "(people lying, upside down); 4× the model's time per photo person."),
+                                   help="Photos: also look for people in the photo turned by 90°, 180° and 270°, "
+                                        "and at each person turned, keeping a turned view where it shows the "
+                                        "person upright and the photo does not (people lying, upside down); "
+                                        "4× the detector's and the model's time per photo."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", help="Where the model runs."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
                                          help="Frames per temporal window (odd; 1 = every frame alone). "
@@ -305,8 +306,9 @@ def eval_command(
                                        help="Also score this COCO results file (posecli run --format coco) on "
                                             "ANN_FILE as it is: OKS AP with its own boxes; repeatable."),
     rotations: bool = typer.Option(True, "--rotations/--no-rotations",
-                                   help="Image sets: our model also looks at each person turned, as posecli run "
-                                        "does with photos."),
+                                   help="Image sets: our model looks at each person also turned, and detector "
+                                        "boxes come from the turned images too, as posecli run does with photos "
+                                        "(the baselines get the same boxes)."),
 ) -> None:
     """Accuracy on labelled images or a labelled clip: OKS AP, PCK per joint group, jitter."""
     from posecli.runner import evaluate_and_print

@@ -77,7 +77,8 @@ class PipelineConfig:
     # Image inputs: True takes the images as unrelated photos (each alone: no window, tracking or
     # smoothing across them), False as frames of one shot; None: photos when their sizes vary.
     photos: bool | None = None
-    # Photos: the model also looks at each person turned by quarter turns (``models/orientation.py``).
+    # Photos: the detector looks at each photo, and the model at each person, also turned by quarter
+    # turns (``detect.QuarterTurnDetector``, ``models/orientation.py``).
     rotations: bool = True
     # COCO dataset file whose images' file names give the ``image_id`` of the ``coco`` format.
     coco_dataset: Path | None = None

@@ -51,7 +51,7 @@ from posecli import weights as weights_lib
 from posecli.config import PipelineConfig
 from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
-from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector
+from posecli.detect import DETECTORS, BoxesFileDetector, PersonDetector, QuarterTurnDetector
 from posecli.errors import PoseCliError
 from posecli.prefetch import prefetch
 from posecli.propagate import BoxPropagator
@@ -466,7 +466,10 @@ class Pipeline:
 
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads.model)
-        stream = prefetch(self._detected(frames, self.make_detector(), times, every), depth=self.threads.prefetch)
+        detector = self.make_detector()
+        if photos and self.config.rotations and self.config.boxes_file is None:
+            detector = QuarterTurnDetector(detector)
+        stream = prefetch(self._detected(frames, detector, times, every), depth=self.threads.prefetch)
         try:
             with contextlib.closing(stream):
                 t0 = time.perf_counter()

@@ -180,9 +180,18 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
             # the bar is left at the frame count, also for a file that ended before its header said.
             progress.update(task, completed=summary.frames, total=summary.frames)
             progress.stop_task(task)
+            _warn_if_nobody(console, path, summary)
             table.add_row(*_summary_row(path, summary))
     _print_summary(console, table)
     return failures
+
+
+def _warn_if_nobody(console: Console, path: Path, summary) -> None:  # noqa: ANN001 - a pipeline.RunSummary
+    """One line where an input was read to the end and nobody was found in it (its outputs are written,
+    with no poses): a detector threshold or input that does not suit it is easier to see than in the table."""
+    if summary.frames and not summary.poses:
+        console.print(f"warning: {path}: no people found in {summary.frames} frame(s) (--score-threshold lowers "
+                      f"the least detector score)", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(console: Console, table: Table) -> None:
@@ -214,6 +223,8 @@ def _run_on_ray(paths: list[Path], stems: dict[Path, str], out_dir: Path, config
             def done(outcome) -> None:  # noqa: ANN001 - a distributed.VideoOutcome
                 if outcome.error is not None:
                     _print_error(console, outcome.error)
+                elif outcome.summary is not None:
+                    _warn_if_nobody(console, outcome.input, outcome.summary)
                 progress.advance(task)
 
             outcomes = {o.input: o for o in run_on_ray(jobs, out_dir, config, options, on_start=started, on_done=done)}
@@ -243,9 +254,11 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
                        device: str, steps: int | None, window: int | None, seed: int, out_json: Path | None,
                        console: Console | None = None, results_files: tuple[Path, ...] = (),
                        rotations: bool = True) -> dict:
-    """``posecli eval``: run the evaluation with a progress bar and print its table."""
+    """``posecli eval``: run the evaluation with a progress bar and print its table. With ``rotations``
+    detector boxes of image sets come from each image and its quarter turns
+    (``detect.QuarterTurnDetector``), as in ``posecli run`` on photos; every model gets the same boxes."""
     from posecli import weights as weights_lib
-    from posecli.detect import DETECTORS
+    from posecli.detect import DETECTORS, QuarterTurnDetector
     from posecli.eval.evaluate import render_table, run_eval
     from posecli.pipeline import resolve_device
 
@@ -257,6 +270,8 @@ def evaluate_and_print(ann_file: Path, *, images: Path | None, video: Path | Non
             raise PoseCliError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         path = weights_lib.resolve(detector, explicit_path=detector_weights)
         person_detector = DETECTORS[detector](path, score_threshold=score_threshold)
+        if rotations and video is None:
+            person_detector = QuarterTurnDetector(person_detector)
     console = console or _wide_console(stderr=True)
     with _progress(console) as progress:
         task = progress.add_task(Path(video or ann_file).name, total=None)

@@ -93,6 +93,15 @@ def test_video_without_people_gives_valid_empty_output(env, tmp_path):
     assert len(doc["frames"]) == 6
     assert all(frame["poses"] == [] for frame in doc["frames"])
     assert (out / "blank.csv").read_text().splitlines()[0].startswith("frame,time_s,track_id")
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{video}: no people found in 6 frame(s)" in warnings[0], result.output
+
+
+def test_an_input_with_people_gives_no_nobody_warning(env, tmp_path, shared_dir):
+    photo = shared_dir / "data" / "fixtures" / "images" / "coco_000000000785.jpg"
+    result = run(str(photo), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "no people found" not in result.output
 
 
 def test_truncated_video_keeps_the_frames_read(env, tmp_path, shared_dir):

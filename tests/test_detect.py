@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from posecli.config import PipelineConfig
-from posecli.detect import (DETECTORS, BoxesFileDetector, RtmdetDetector, YoloxDetector,
-                            free_spatial_input, letterbox)
+from posecli.detect import (DETECTORS, TURNED_SCORE_SCALE, BoxesFileDetector, QuarterTurnDetector,
+                            RtmdetDetector, YoloxDetector, free_spatial_input, letterbox, turned_back_boxes)
 from posecli.errors import PoseCliError
 from posecli.types import Detections, Frame
 from posecli.video import open_source
@@ -465,3 +465,73 @@ def test_default_detector_recall_on_hand_checked_frames(name, least_recall, defa
     found_square, _, false_square = count_hits(square, checked_frames[name], TRUTH["clips"][name])
     assert found / total >= least_recall, (found, total)
     assert found >= found_square and false <= false_square, (found, found_square, false, false_square)
+
+
+# -- quarter turns (photos) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3, 5])
+def test_boxes_found_in_a_turned_image_come_back_to_the_upright_image(turns):
+    # A 120×200 image (not square, so rows and columns cannot be mixed up unnoticed) with a filled
+    # rectangle at the border: its box found in the turned image must come back to where it is.
+    image = np.zeros((120, 200), np.uint8)
+    image[0:37, 151:200] = 255
+    turned = np.rot90(image, turns)
+    ys, xs = np.nonzero(turned)
+    seen = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float64)  # pixel edges
+    np.testing.assert_allclose(turned_back_boxes(seen, turns, image.shape), [[151, 0, 200, 37]])
+
+
+class _UprightBlobDetector:
+    """Finds bright blobs that are taller than wide, as a detector trained on upright people does."""
+
+    score_threshold, nms_iou, min_box_height = 0.4, 0.45, 0.0
+
+    def __init__(self, score: float) -> None:
+        self.score = score
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        count, _, stats, _ = cv2.connectedComponentsWithStats((image[..., 0] > 128).astype(np.uint8))
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:count] if h > w], np.float32)
+        return Detections(boxes.reshape(-1, 4), np.full(len(boxes), self.score, np.float32))
+
+
+def _blobs_image() -> np.ndarray:
+    image = np.zeros((150, 260, 3), np.uint8)
+    image[20:50, 30:130] = 255   # lying: 100 wide, 30 tall
+    image[60:140, 200:230] = 255  # standing: 30 wide, 80 tall
+    return image
+
+
+def test_a_person_found_only_turned_is_added_with_a_lower_score_and_one_found_upright_keeps_its_box():
+    found = QuarterTurnDetector(_UprightBlobDetector(0.9))(_blobs_image())
+    order = np.argsort(found.boxes_xyxy[:, 0])
+    np.testing.assert_allclose(found.boxes_xyxy[order], [[30, 20, 130, 50], [200, 60, 230, 140]])
+    np.testing.assert_allclose(found.scores[order], [0.9 * TURNED_SCORE_SCALE, 0.9], rtol=1e-6)
+
+
+def test_a_turned_find_overlapping_an_upright_box_is_not_added():
+    # A standing outline (60 wide, 130 tall) around a lying blob that does not touch it: turned, the
+    # blob is found (and the outline is not); its box overlaps the outline's by IoU 0.26.
+    image = np.zeros((150, 200, 3), np.uint8)
+    cv2.rectangle(image, (100, 10), (159, 139), (255, 255, 255), 1)
+    image[50:90, 105:155] = 255
+    found = QuarterTurnDetector(_UprightBlobDetector(0.9))(image)
+    np.testing.assert_allclose(found.boxes_xyxy, [[100, 10, 160, 140]])
+
+
+def test_a_turned_find_below_the_least_score_once_scaled_is_dropped():
+    # 0.5 clears the least score 0.4 upright but not at 0.5 · 0.7 = 0.35 turned.
+    found = QuarterTurnDetector(_UprightBlobDetector(0.5))(_blobs_image())
+    np.testing.assert_allclose(found.boxes_xyxy, [[200, 60, 230, 140]])
+
+
+def test_yolox_finds_the_human_flag_only_in_quarter_turns(shared_dir, yolox):
+    # LSP-Extended im00086: a man holding himself horizontal on a pole; the labelled box is his.
+    labels = json.loads((shared_dir / "data" / "lspet" / "train.json").read_text())
+    image_id = next(i["id"] for i in labels["images"] if i["file_name"] == "im00086.jpg")
+    x, y, w, h = next(a["bbox"] for a in labels["annotations"] if a["image_id"] == image_id)
+    image = cv2.imread(str(shared_dir / "data" / "lspet" / "images" / "im00086.jpg"))
+    assert len(yolox(image)) == 0
+    found = QuarterTurnDetector(yolox)(image)
+    assert len(found) == 1
+    assert iou_matrix(found.boxes_xyxy, np.array([[x, y, x + w, y + h]]))[0, 0] > 0.85

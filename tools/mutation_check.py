@@ -39,6 +39,7 @@ CROP_TESTS = ("tests/test_crop.py", "tests/test_decode.py")
 DARK_TESTS = ("tests/test_decode.py",)
 TRACK_TESTS = ("tests/test_track.py",)
 ORIENTATION_TESTS = ("tests/test_orientation.py",)
+DETECT_TESTS = ("tests/test_detect.py",)
 DDIM_TESTS = ("tests/test_diffusion.py",)
 MODEL_TESTS = ("tests/test_diffpose_movenet.py",)
 GUARD_TESTS = ("tests/test_model_guard.py",)  # the shipped model on labelled data, alone
@@ -145,13 +146,22 @@ MUTANTS = [
            MODEL_TESTS),
     Mutant("openvino-cache-ignores-weights", "posecli/models/openvino_trunk.py",
            "digest.update(value.numpy().tobytes())", "digest.update(b\"\")", MODEL_TESTS),
-    # The model guard alone must notice pre-/post-processing bugs around a correct network.
     Mutant("orientation-turned-back-same-way", "posecli/models/orientation.py",
            "np.rot90(view, -k, axes=(2, 3))", "np.rot90(view, k, axes=(2, 3))", ORIENTATION_TESTS),
     Mutant("orientation-upright-kept-anyway", "posecli/models/orientation.py",
            "np.where(~upright[0] & (", "np.where((", ORIENTATION_TESTS),
     Mutant("orientation-up-angle-turned-wrong-way", "posecli/models/orientation.py",
            "clockwise_from_up - turns", "clockwise_from_up + turns", ORIENTATION_TESTS),
+    Mutant("turned-boxes-rows-for-columns", "posecli/detect.py", "xs, ys = rows - ys, xs", "xs, ys = cols - ys, xs",
+           DETECT_TESTS),
+    Mutant("turned-boxes-size-not-swapped", "posecli/detect.py", "rows, cols = cols, rows", "rows, cols = rows, cols",
+           DETECT_TESTS),
+    Mutant("turned-scores-not-scaled", "posecli/detect.py", "scores.append(seen.scores * self.score_scale)",
+           "scores.append(seen.scores)", DETECT_TESTS),
+    Mutant("turned-overlap-not-checked", "posecli/detect.py", "<= self.max_overlap", "<= 1.0", DETECT_TESTS),
+    Mutant("turned-views-one-only", "posecli/detect.py", "for turns in (1, 2, 3):", "for turns in (2,):",
+           DETECT_TESTS),
+    # The model guard alone must notice pre-/post-processing bugs around a correct network.
     Mutant("guard-channels-not-swapped", "posecli/models/preprocess.py", "np.ascontiguousarray(crops[..., ::-1])",
            "np.ascontiguousarray(crops)", GUARD_TESTS),
     Mutant("guard-no-subpixel-step", "posecli/decode.py", "ox, oy = np.where(ok, ox, 0.0), np.where(ok, oy, 0.0)",
