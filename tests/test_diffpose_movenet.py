@@ -392,3 +392,28 @@ def test_prior_scores_make_the_untrained_model_exact_on_labels_at_its_own_keypoi
                                             to_key=to_key, prior_scores=flag).detach()) for flag in (True, False)]
     assert losses[0] < 1e-8
     assert losses[1] > 1e-3
+
+
+def test_the_prior_stays_with_the_person_in_the_box_when_a_second_one_is_more_visible(thunder, shared_dir) -> None:
+    """pose2sim_MultiPerson_cam02, frame 52, track 2: the square crop of this person's box also
+    holds another person, whose centre MoveNet's own decode takes (its hips land left of the box).
+    The prior looks for the centre near the crop's middle (``CENTRE_BAND``): hips inside the box."""
+    from posecli.video import open_source
+
+    clip = shared_dir / "data/videos/pose2sim_MultiPerson_cam02"
+    labels = json.loads(clip.with_suffix(".pseudo.json").read_text())
+    frame_of = {i["id"]: i.get("frame_index", i["id"] - 1) for i in labels["images"]}
+    x, y, w, h = next(a["bbox"] for a in labels["annotations"] if a["track_id"] == 2 and frame_of[a["image_id"]] == 52)
+    box = np.array([x, y, x + w, y + h])
+    with open_source(clip.with_suffix(".mp4")) as source:
+        image = next(f.image for f in source if f.index == 52)
+    matrix = crop_transform(box, SIDE, enlarge=1.15)
+    crop = warp_crop(image, matrix, SIDE)
+    rgb = torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1)[None].float()
+    with torch.inference_mode():
+        prior_xy = thunder.layout.unpack(thunder.encode_frames(rgb))["prior_xy"]
+        own, _ = decode_single_pose(thunder.trunk(rgb))
+    hips = heatmaps_to_frame(prior_xy.numpy(), 4, matrix[None])[0, [11, 12]]
+    own_hips = heatmaps_to_frame(movenet_to_heatmap_xy(own).numpy(), 4, matrix[None])[0, [11, 12]]
+    assert (own_hips[:, 0] < box[0]).all()  # MoveNet's own decode: the other person
+    assert ((hips[:, 0] > box[0]) & (hips[:, 0] < box[2])).all(), hips

@@ -125,3 +125,19 @@ def test_centre_prior_prefers_the_middle_on_a_non_square_grid() -> None:
     near_score = torch.sigmoid(torch.tensor(5.0)) / (2.0 + 1.8)
     far_score = torch.sigmoid(torch.tensor(9.0)) / (((27 ** 2 + 16 ** 2) ** 0.5) + 1.8)
     assert far == (30 * 48 + 24 if near_score > far_score else 5 * 48 + 40)
+
+
+def test_a_centre_band_keeps_the_centre_near_the_middle_on_a_non_square_grid() -> None:
+    """With ``band`` 0.2 on 64×48 cells the centre may be at most 9.6 cells off the middle in x and
+    12.8 in y: a confident centre 11 cells to the side, which wins without the band, is passed over
+    for a faint one in the middle; one 12 cells below the middle (inside in y, not in x) may win."""
+    logits = torch.full((1, 1, 64, 48), -10.0)
+    logits[0, 0, 32, 25] = -2.0  # faint, 1 cell from the middle (32, 24)
+    logits[0, 0, 32, 35] = 9.0  # 11 cells to the right
+    assert center_cells(logits).item() == 32 * 48 + 35
+    assert center_cells(logits, band=0.2).item() == 32 * 48 + 25
+    logits[0, 0, 32, 33] = 9.0  # 9 cells to the right: inside the band
+    assert center_cells(logits, band=0.2).item() == 32 * 48 + 33
+    logits[0, 0, 32, 33] = -10.0
+    logits[0, 0, 44, 24] = 9.0  # 12 cells below
+    assert center_cells(logits, band=0.2).item() == 44 * 48 + 24

@@ -2,7 +2,8 @@
 
 Each mutant is one small source edit (a flipped sign, an index off by one, a border check moved,
 a factor dropped) in ``crop``, ``decode``, ``track``, ``models/diffusion``, the temporal prior,
-the photos' quarter-turn views or the OpenVINO graph cache. For each, the package and the tests
+the photos' quarter-turn views (model and detector), MoveNet's centre band or the OpenVINO graph
+cache. For each, the package and the tests
 are copied to a temporary folder, the edit is applied to the copy only, and the test files that
 cover that module run there (``pytest -x``). A mutant is *caught* when the tests fail, *survives* when they pass. The
 checkout itself is never edited, so an interrupted run (Ctrl-C) leaves nothing behind. The
@@ -144,6 +145,10 @@ MUTANTS = [
     Mutant("temporal-prior-no-gate", "posecli/models/diffpose_movenet.py",
            "(xy - xy[:, key:key + 1]).norm(dim=-1) <= agree_px", "(xy - xy[:, key:key + 1]).norm(dim=-1) >= 0",
            MODEL_TESTS),
+    Mutant("prior-centre-anywhere", "posecli/models/diffpose_movenet.py", "rgb, self.mirror_prior, CENTRE_BAND)",
+           "rgb, self.mirror_prior, None)", MODEL_TESTS),
+    Mutant("centre-band-width-for-height", "posecli/models/movenet.py", "& ((ys - h / 2).abs() <= band * h)",
+           "& ((ys - h / 2).abs() <= band * w)", ("tests/test_movenet.py",)),
     Mutant("openvino-cache-ignores-weights", "posecli/models/openvino_trunk.py",
            "digest.update(value.numpy().tobytes())", "digest.update(b\"\")", MODEL_TESTS),
     Mutant("orientation-turned-back-same-way", "posecli/models/orientation.py",

@@ -20,7 +20,9 @@ Pose Estimation", ICCV 2023, built on the MobileNetV2-1.75 + FPN trunk of Google
    own boxes, and the frame → key-crop affines are given to the model — and the decoder sees the
    aligned priors. The key frame's prior is also the base of the output: x̂0 = prior + residual
    with the residual head zero-initialised, so before training the model reproduces MoveNet's
-   keypoints exactly, and training learns corrections (person choice, label conventions).
+   keypoints exactly, and training learns corrections (person choice, label conventions). The
+   prior's person centre is only looked for near the crop's middle (``CENTRE_BAND``): a second
+   person in the box's crop, more visible than the boxed one, is not taken instead.
    With ``temporal_prior`` (the shipped v2) that base is the window's, not the key frame's alone
    (:func:`temporal_prior`): per joint the binomial-weighted mean of the aligned decodes that lie
    within ``TEMPORAL_AGREE_PX`` of the key frame's, frames t ± k kept or dropped in pairs — a
@@ -98,6 +100,14 @@ MIRROR_AGREE_PX = 3.0
 # crops): 3 px cut jitter by 28 %/18 %, 6 px by 33 %/21 %, no gate by 32 %/23 %; the gate is kept
 # for crowds and fast limbs.
 TEMPORAL_AGREE_PX = 6.0
+# MoveNet's centre head picks the person whose centre scores highest (weighted by closeness to the
+# crop's middle); where a crop of one person's box holds a second, more visible person, that one
+# can win and the prior follows them. The prior's centre is kept within this fraction of the crop
+# side of the middle (in x and in y; the crop is centred on the box, the box spans 1 / 1.15 of the
+# crop's side along its longer side). Chosen on coco-mini train (OKS AP ground-truth / detector
+# boxes): MoveNet's own 0.405 / 0.397; 0.3: 0.406 / 0.397; 0.2: 0.405 / 0.407; 0.15: 0.408 /
+# 0.405 (the training clips' persons never leave 0.2: identical outputs there).
+CENTRE_BAND = 0.2
 
 
 @dataclass(frozen=True)
@@ -185,13 +195,14 @@ def merge_mirrored(xy: torch.Tensor, score: torch.Tensor, xy_mirror: torch.Tenso
 
 
 def decode_views(run: Callable[[torch.Tensor], MoveNetOutputs], rgb: torch.Tensor,
-                 mirror: bool) -> tuple[MoveNetOutputs, torch.Tensor, torch.Tensor]:
+                 mirror: bool, centre_band: float | None = None) -> tuple[MoveNetOutputs, torch.Tensor, torch.Tensor]:
     """MoveNet's single-person decode of crops, optionally merged with that of their mirror images.
 
     Args:
         run: MoveNet (or a runner like it): [B, 3, H, W] → :class:`MoveNetOutputs`.
         rgb: [M, 3, H, W] crops.
         mirror: also run the mirror images and merge the decodes (:func:`merge_mirrored`).
+        centre_band: see ``movenet.center_cells`` (None: MoveNet's own decode).
 
     Returns:
         MoveNet's outputs (2M rows with ``mirror``: the crops, then their mirror images), the
@@ -199,7 +210,7 @@ def decode_views(run: Callable[[torch.Tensor], MoveNetOutputs], rgb: torch.Tenso
     """
     m = rgb.shape[0]
     out = run(torch.cat([rgb, rgb.flip(-1)]) if mirror else rgb)
-    yx, scores = decode_single_pose(out)
+    yx, scores = decode_single_pose(out, centre_band)
     xy = movenet_to_heatmap_xy(yx)
     if mirror:
         merged = merge_mirrored(xy[:m], scores[:m], xy[m:], scores[m:], out.heatmap.shape[-1])
@@ -343,7 +354,7 @@ class DiffPoseMoveNet(nn.Module):
             # NHWC: oneDNN's depthwise convolutions are ~1.5× faster on the CPU in this layout.
             out, xy, scores = decode_views(
                 lambda views: (trunk or self.trunk)(views.float().contiguous(memory_format=torch.channels_last)),
-                rgb, self.mirror_prior)
+                rgb, self.mirror_prior, CENTRE_BAND)
             heat = torch.sigmoid(out.heatmap[:m].float())
             fpn4, fpn8, fpn16 = (f[:m] for f in out.features[:3])
             tokens = torch.cat([fpn16.float(), F.adaptive_max_pool2d(heat, fpn16.shape[-2:])], dim=1)

@@ -331,28 +331,34 @@ def _pick(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index.view(-1, 1, 1).expand(-1, flat.shape[1], 1)).squeeze(2)
 
 
-def center_cells(center_logits: torch.Tensor) -> torch.Tensor:
+def center_cells(center_logits: torch.Tensor, band: float | None = None) -> torch.Tensor:
     """Flat index [B] of the person centre: argmax of sigmoid(centre) / (distance to the grid centre + 1.8).
 
     The grid centre is (h/2, w/2) in cell units, as the graph's constant weight map (64×64 → (32, 32)).
+    ``band``: only cells within ``band`` × the map's width (in x) and height (in y) of the grid
+    centre can be the centre; None: any cell, as the graph decodes.
     """
     b, _, h, w = center_logits.shape
     ys, xs = _grid(h, w, center_logits.device)
     weight = 1.0 / (torch.sqrt((ys - h / 2) ** 2 + (xs - w / 2) ** 2) + DISTANCE_BIAS)
+    if band is not None:
+        weight = weight * (((xs - w / 2).abs() <= band * w) & ((ys - h / 2).abs() <= band * h))
     return (torch.sigmoid(center_logits[:, 0].float()) * weight).flatten(1).argmax(1)
 
 
-def regressed_joints(out: MoveNetOutputs) -> torch.Tensor:
-    """[B, K, 2] joints (y, x) in cells regressed from the selected person centre."""
+def regressed_joints(out: MoveNetOutputs, centre_band: float | None = None) -> torch.Tensor:
+    """[B, K, 2] joints (y, x) in cells regressed from the selected person centre
+    (:func:`center_cells` with ``band=centre_band``)."""
     b, _, h, w = out.center.shape
-    cell = center_cells(out.center)
+    cell = center_cells(out.center, centre_band)
     cy, cx = (cell // w).float(), (cell % w).float()
     reg = _pick(out.regress.float(), cell).view(b, -1, 2)
     return torch.stack([cy[:, None] + reg[..., 0], cx[:, None] + reg[..., 1]], dim=-1)
 
 
-def decode_single_pose(out: MoveNetOutputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The graph's own single-person decoding.
+def decode_single_pose(out: MoveNetOutputs, centre_band: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The graph's own single-person decoding (with ``centre_band``, the centre kept near the crop's
+    middle: see :func:`center_cells`).
 
     Centre cell (see :func:`center_cells`) → regressed joints; per joint the argmax of
     sigmoid(heatmap) / (distance to the regressed joint + 1.8); position = cell + offset.
@@ -363,7 +369,7 @@ def decode_single_pose(out: MoveNetOutputs) -> tuple[torch.Tensor, torch.Tensor]
     """
     b, k, h, w = out.heatmap.shape
     ys, xs = _grid(h, w, out.heatmap.device)
-    joints = regressed_joints(out)
+    joints = regressed_joints(out, centre_band)
     dist = torch.sqrt((ys - joints[..., 0, None, None]) ** 2 + (xs - joints[..., 1, None, None]) ** 2)
     heat = torch.sigmoid(out.heatmap.float())
     cells = (heat / (dist + DISTANCE_BIAS)).flatten(2).argmax(2)  # [B, K]
