@@ -553,6 +553,10 @@ class Pipeline:
         with open_source(path) as source:
             summary = self.write(source, self.source_info(source.info), out_dir, stem or path.stem, progress)
             truncated = source.truncated
+        if summary.frames and not summary.poses:
+            # Outputs are written, with no poses; a line says so (a detector score too high for the input).
+            log.warning("%s: no people found in %d frame(s) (--score-threshold lowers the least detector score)",
+                        path, summary.frames)
         return RunSummary(input=path, frames=summary.frames, poses=summary.poses, tracks=summary.tracks,
                           seconds=summary.seconds, outputs=summary.outputs, truncated=truncated,
                           stage_seconds=summary.stage_seconds)

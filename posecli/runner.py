@@ -180,18 +180,9 @@ def run_inputs(inputs: list[Path], out_dir: Path, config: PipelineConfig, *, ski
             # the bar is left at the frame count, also for a file that ended before its header said.
             progress.update(task, completed=summary.frames, total=summary.frames)
             progress.stop_task(task)
-            _warn_if_nobody(console, path, summary)
             table.add_row(*_summary_row(path, summary))
     _print_summary(console, table)
     return failures
-
-
-def _warn_if_nobody(console: Console, path: Path, summary) -> None:  # noqa: ANN001 - a pipeline.RunSummary
-    """One line where an input was read to the end and nobody was found in it (its outputs are written,
-    with no poses): a detector threshold or input that does not suit it is easier to see than in the table."""
-    if summary.frames and not summary.poses:
-        console.print(f"warning: {path}: no people found in {summary.frames} frame(s) (--score-threshold lowers "
-                      f"the least detector score)", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(console: Console, table: Table) -> None:
@@ -223,8 +214,6 @@ def _run_on_ray(paths: list[Path], stems: dict[Path, str], out_dir: Path, config
             def done(outcome) -> None:  # noqa: ANN001 - a distributed.VideoOutcome
                 if outcome.error is not None:
                     _print_error(console, outcome.error)
-                elif outcome.summary is not None:
-                    _warn_if_nobody(console, outcome.input, outcome.summary)
                 progress.advance(task)
 
             outcomes = {o.input: o for o in run_on_ray(jobs, out_dir, config, options, on_start=started, on_done=done)}
