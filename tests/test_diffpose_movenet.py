@@ -12,8 +12,8 @@ from conftest import tiny_pose_model
 from posecli.crop import crop_to_crop, crop_transform, warp_crop
 from posecli.decode import dark_decode, heatmaps_to_frame
 from posecli.models.diffpose_movenet import (MIRROR_AGREE_PX, TEMPORAL_AGREE_PX, DiffPoseMoveNet, binomial_weights,
-                                             merge_mirrored, movenet_to_heatmap_xy, render_gaussians, temporal_prior,
-                                             with_temporal_prior)
+                                             merge_mirrored, movenet_to_heatmap_xy, one_frame_jumps, render_gaussians,
+                                             temporal_prior, with_temporal_prior)
 from posecli.models.diffusion import DDIMSampler, NoiseSchedule
 from posecli.models.movenet import decode_single_pose, movenet_spec, read_tfjs_weights
 from posecli.models.predictor import HeatmapPredictor
@@ -249,8 +249,8 @@ def test_temporal_prior_keeps_steady_motion_averages_wobble_and_gates_other_limb
     torch.testing.assert_close(xy[0, 9], wobble[0, 1, 9])
     assert float(fused_score[0, 9]) == pytest.approx(float(score[0, 1, 9]), abs=1e-6)
     torch.testing.assert_close(xy[1], key[1] + torch.tensor([0.5, -0.25]))  # the other person is untouched
-    # The key frame alone, the frames before and after agreeing: a fast swing out and back as
-    # much as a one-frame jump to another limb; the key frame's own decode is kept.
+    # The key frame alone, but the frames before and after it 6.7 px apart (past the gate): a fast
+    # limb, not a one-frame jump; the key frame's own decode is kept.
     swing = steady.clone()
     swing[0, 1, 4] += torch.tensor([0.0, TEMPORAL_AGREE_PX + 5.0])
     xy, _ = temporal_prior(swing, score)
@@ -278,6 +278,38 @@ def test_temporal_prior_keeps_pairs_of_frames_so_a_fast_limb_is_not_pulled_to_on
     torch.testing.assert_close(fused[0, 0], middle)
     everything = (torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])[:, None] * xy[0, :, 1]).sum(0) / 16
     torch.testing.assert_close(fused[0, 1], everything)
+
+def test_a_one_frame_jump_of_the_key_decode_is_replaced_by_the_frames_around_it() -> None:
+    """Five frames of two joints moving slowly (0.8 px a frame in x, 0.3 in y); joint 0's key decode
+    jumps 7 px in y only for one frame (past the gate, an anisotropic jump), joint 1's jumps far
+    in x but frame t + 2 jumps with it (two frames on the other limb: not a one-frame jump)."""
+    steps = torch.arange(-2.0, 3.0)
+    track = torch.stack([0.8 * steps, 0.3 * steps], dim=-1)  # [T, 2]
+    xy = (torch.tensor([3.0, 60.0]) + track)[None, :, None].repeat(1, 1, 2, 1)  # near the map's edge
+    xy[0, 2, 0, 1] += TEMPORAL_AGREE_PX + 1.0
+    xy[0, 2, 1, 0] += 30.0
+    xy[0, 4, 1, 0] += 30.0
+    score = torch.tensor([0.6, 0.7, 0.2, 0.8, 0.5])[None, :, None].repeat(1, 1, 2)
+    assert one_frame_jumps(xy).tolist() == [[True, False]]
+    fused, fused_score = temporal_prior(xy, score)
+    # Joint 0: the other four frames in their (1, 4, ·, 4, 1) weights, centred: the steady track's key point.
+    torch.testing.assert_close(fused[0, 0], torch.tensor([3.0, 60.0]))
+    assert float(fused_score[0, 0]) == pytest.approx((0.6 + 4 * 0.7 + 4 * 0.8 + 0.5) / 10, abs=1e-6)
+    # Joint 1: the key decode is kept; t ± 1 are past its gate, and t ± 2 go with t + 2's partner.
+    torch.testing.assert_close(fused[0, 1], xy[0, 2, 1])
+    # Three frames: the jump is replaced by the midpoint of its neighbours.
+    three = xy[:, 1:4]
+    fused, fused_score = temporal_prior(three, score[:, 1:4])
+    torch.testing.assert_close(fused[0, 0], (three[0, 0, 0] + three[0, 2, 0]) / 2)
+    assert float(fused_score[0, 0]) == pytest.approx(0.75, abs=1e-6)
+    # Neighbours that do not agree with each other (fast motion), or a still frame: no jump.
+    fast = three.clone()
+    fast[0, 2, 0, 0] += TEMPORAL_AGREE_PX + 1.0
+    assert not one_frame_jumps(fast)[0, 0]
+    still = xy[:, 2:3].repeat(1, 5, 1, 1)
+    assert not one_frame_jumps(still).any() and not one_frame_jumps(xy[:, 2:3]).any()
+    torch.testing.assert_close(temporal_prior(still, score)[0], xy[:, 2])
+
 
 def test_temporal_prior_is_the_base_of_the_output_and_still_frames_change_nothing(thunder) -> None:
     """The model's prior from a window with the option: the fused position (aligned decodes);

@@ -27,7 +27,10 @@ Pose Estimation", ICCV 2023, built on the MobileNetV2-1.75 + FPN trunk of Google
    (:func:`temporal_prior`): per joint the binomial-weighted mean of the aligned decodes that lie
    within ``TEMPORAL_AGREE_PX`` of the key frame's, frames t ± k kept or dropped in pairs — a
    centred filter that keeps steady motion and averages out the frame-to-frame wobble of
-   single-frame decodes, while a neighbour on another limb or person gets no weight. The shipped
+   single-frame decodes, while a neighbour on another limb or person gets no weight. Where the key
+   frame's own decode of a joint is a one-frame jump (no other frame of the window agrees with it,
+   the frames either side of it agree with each other: :func:`one_frame_jumps`), the mean is taken
+   around those two frames instead and the key frame's decode is left out. The shipped
    window is 5 frames (``window``) while STRL and the decoder see the middle 3
    (``learned_window``, their trained size). Measured on the training
    clips (own-box crops as ``posecli run`` makes them, ``--smooth none``): jitter −53 % on
@@ -226,20 +229,44 @@ def binomial_weights(window: int) -> torch.Tensor:
     return row / row.sum()
 
 
+def one_frame_jumps(xy: torch.Tensor, agree_px: float = TEMPORAL_AGREE_PX) -> torch.Tensor:
+    """Joints whose key-frame decode is a one-frame jump: [N, K] bool.
+
+    A jump is a key frame's decode that no other frame of the window agrees with (all farther than
+    ``agree_px``) while the frames just before and after it agree with each other: the decode left
+    the joint for one frame, to another limb or person, and came back.
+
+    Args:
+        xy: [N, T, K, 2] decodes in the key crop's heatmap pixels (key frame at T // 2).
+        agree_px: agreement radius in heatmap pixels.
+    """
+    t = xy.shape[1]
+    key = t // 2
+    if t < 3:
+        return torch.zeros(xy.shape[0], xy.shape[2], dtype=torch.bool, device=xy.device)
+    from_key = (xy - xy[:, key:key + 1]).norm(dim=-1)  # [N, T, K]
+    others = torch.cat([from_key[:, :key], from_key[:, key + 1:]], dim=1)
+    neighbours_agree = (xy[:, key - 1] - xy[:, key + 1]).norm(dim=-1) <= agree_px
+    return (others > agree_px).all(dim=1) & neighbours_agree
+
+
 def temporal_prior(xy: torch.Tensor, score: torch.Tensor, agree_px: float = TEMPORAL_AGREE_PX
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The key frame's prior from the T frames' aligned decodes.
 
-    Per joint, the binomial-weighted mean (:func:`binomial_weights`) of the key frame's decode and
-    the neighbours' decodes within ``agree_px`` of it; a neighbour farther away is on another limb
-    or person and gets no weight. Neighbours count in pairs, ``t - k`` with ``t + k``: one of them
-    past the gate drops both, so the filter stays centred whichever frames it keeps.
-    Constant-velocity motion is kept exactly and the frame-to-frame wobble of single-frame decodes
-    is averaged out; a fast limb (a low frame rate) whose frames leave the gate on one side only is
-    not pulled towards the other side, which made the output jump as frames crossed the gate
-    (jitter against the key decode alone, on Thunder's labels of the three training clips taken at
-    every 6th frame, 10 frames/s: −25 … −30 % one-sided, −32 … −40 % in pairs; at their 60 frames/s
-    −74 … −80 % and −73 … −78 %).
+    Per joint, the binomial-weighted mean (:func:`binomial_weights`) of the decodes within
+    ``agree_px`` of a centre: the key frame's decode, or, where that is a one-frame jump
+    (:func:`one_frame_jumps`), the midpoint of the frames just before and after it, the key frame
+    then left out. A decode farther from the centre is on another limb or person and gets no
+    weight. Neighbours count in pairs, ``t - k`` with ``t + k``: one of them past the gate drops
+    both, so the filter stays centred whichever frames it keeps. Constant-velocity motion is kept
+    exactly and the frame-to-frame wobble of single-frame decodes is averaged out; a fast limb (a
+    low frame rate) whose frames leave the gate on one side only is not pulled towards the other
+    side, which made the output jump as frames crossed the gate (jitter against the key decode
+    alone, on Thunder's labels of the three training clips taken at every 6th frame, 10 frames/s:
+    −25 … −30 % one-sided, −32 … −40 % in pairs; at their 60 frames/s −74 … −80 % and −73 … −78 %).
+    Without the jump rule a key frame's jump went straight into the output (the model on the
+    training clip pose2sim_MultiPerson_cam01: jitter −53 % → −58 % against single frames).
 
     Args:
         xy: [N, T, K, 2] decodes in the key crop's heatmap pixels (key frame at T // 2).
@@ -250,8 +277,13 @@ def temporal_prior(xy: torch.Tensor, score: torch.Tensor, agree_px: float = TEMP
         xy [N, K, 2] and score [N, K] (the same weighted mean of the scores).
     """
     key = xy.shape[1] // 2
+    jump = one_frame_jumps(xy, agree_px)  # [N, K]; never for T < 3
+    centre = xy[:, key]
+    if xy.shape[1] >= 3:
+        centre = torch.where(jump[..., None], (xy[:, key - 1] + xy[:, key + 1]) / 2, centre)
     weights = binomial_weights(xy.shape[1]).to(xy)[None, :, None]
-    near = (xy - xy[:, key:key + 1]).norm(dim=-1) <= agree_px  # [N, T, K]; the key is always near
+    near = (xy - centre[:, None]).norm(dim=-1) <= agree_px  # [N, T, K]
+    near[:, key] = ~jump  # a jump's own decode is out; any other key decode is its own centre
     weights = weights * (near & near.flip(1))  # frame t + k with t - k (the key at the middle)
     weights = weights / weights.sum(dim=1, keepdim=True)
     return (xy * weights[..., None]).sum(dim=1), (score * weights).sum(dim=1)
