@@ -279,6 +279,7 @@ def test_temporal_prior_keeps_pairs_of_frames_so_a_fast_limb_is_not_pulled_to_on
     everything = (torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])[:, None] * xy[0, :, 1]).sum(0) / 16
     torch.testing.assert_close(fused[0, 1], everything)
 
+
 def test_a_one_frame_jump_of_the_key_decode_is_replaced_by_the_frames_around_it() -> None:
     """Five frames of two joints moving slowly (0.8 px a frame in x, 0.3 in y); joint 0's key decode
     jumps 7 px in y only for one frame (past the gate, an anisotropic jump), joint 1's jumps far
